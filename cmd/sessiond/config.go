@@ -1,0 +1,154 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sessiond/sessiond/session"
+)
+
+// errUsage is returned after flag parsing has already printed what was wrong.
+var errUsage = errors.New("usage")
+
+// config is the server's configuration, from flags and SESSIOND_* variables (flags win).
+type config struct {
+	Addr             string
+	DataDir          string
+	DatabaseURL      string
+	RedisURL         string
+	AllowedOrigins   []string
+	KeyFile          string
+	HandshakeTimeout time.Duration
+	LogFormat        string
+	Policy           session.Policy
+}
+
+// setting describes one option: its flag, its variable and how to parse it.
+type setting struct {
+	flag, env, def, help string
+	set                  func(string) error
+}
+
+func durationSetter(d *time.Duration) func(string) error {
+	return func(v string) error {
+		x, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration (use Go syntax: 90s, 30m, 12h)", v)
+		}
+		if x <= 0 {
+			return fmt.Errorf("%q must be positive", v)
+		}
+		*d = x
+		return nil
+	}
+}
+
+func stringSetter(s *string) func(string) error {
+	return func(v string) error { *s = v; return nil }
+}
+
+func (c *config) settings() []setting {
+	p := &c.Policy
+	return []setting{
+		{"addr", "SESSIOND_ADDR", "127.0.0.1:8080", "listen address", stringSetter(&c.Addr)},
+		{"data-dir", "SESSIOND_DATA_DIR", "data", "directory of the embedded store and generated keys", stringSetter(&c.DataDir)},
+		{"database-url", "SESSIOND_DATABASE_URL", "", "PostgreSQL URL; replaces the embedded store", stringSetter(&c.DatabaseURL)},
+		{"redis-url", "SESSIOND_REDIS_URL", "", "Redis URL; the hub then spans every node", stringSetter(&c.RedisURL)},
+		{"allowed-origins", "SESSIOND_ALLOWED_ORIGINS", "", "comma-separated origins allowed to open WebSockets (default: the server's own)", func(v string) error {
+			c.AllowedOrigins = nil
+			for _, o := range strings.Split(v, ",") {
+				if o = strings.TrimSpace(o); o != "" {
+					c.AllowedOrigins = append(c.AllowedOrigins, o)
+				}
+			}
+			return nil
+		}},
+		{"key-file", "SESSIOND_KEY_FILE", "", "key file (default: DATA_DIR/keys.json, generated when absent in single-node mode)", stringSetter(&c.KeyFile)},
+		{"idle-timeout", "SESSIOND_IDLE_TIMEOUT", "30m", "inactivity after which a session ends", durationSetter(&p.IdleTimeout)},
+		{"absolute-timeout", "SESSIOND_ABSOLUTE_TIMEOUT", "12h", "session lifetime from login, never extended", durationSetter(&p.AbsoluteTimeout)},
+		{"refresh-lead", "SESSIOND_REFRESH_LEAD", "2m", "how long before a deadline devices are prompted", durationSetter(&p.RefreshLead)},
+		{"rotation-grace", "SESSIOND_ROTATION_GRACE", "30s", "how long a rotated-away token still works", durationSetter(&p.RotationGrace)},
+		{"handshake-timeout", "SESSIOND_HANDSHAKE_TIMEOUT", "30s", "time a connection has to log in or resume", durationSetter(&c.HandshakeTimeout)},
+		{"max-sessions", "SESSIOND_MAX_SESSIONS", "10", "live sessions per user (0: unlimited)", func(v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return fmt.Errorf("%q is not a whole number >= 0", v)
+			}
+			p.MaxSessions = n
+			if n == 0 {
+				p.MaxSessions = -1
+			}
+			return nil
+		}},
+		{"session-limit-policy", "SESSIOND_SESSION_LIMIT_POLICY", session.EvictOldest, "evict_oldest or deny_new", func(v string) error {
+			if v != session.EvictOldest && v != session.DenyNew {
+				return fmt.Errorf("%q is not evict_oldest or deny_new", v)
+			}
+			p.LimitPolicy = v
+			return nil
+		}},
+		{"retention", "SESSIOND_RETENTION", "24h", "how long ended sessions are kept before the sweeper deletes them", durationSetter(&p.Retention)},
+		{"sweep-interval", "SESSIOND_SWEEP_INTERVAL", "1m", "pause between sweeps of ended sessions", durationSetter(&p.SweepInterval)},
+		{"log-format", "SESSIOND_LOG_FORMAT", "auto", "auto (console on a terminal, else JSON), console or json", func(v string) error {
+			if v != "auto" && v != "console" && v != "json" {
+				return fmt.Errorf("%q is not auto, console or json", v)
+			}
+			c.LogFormat = v
+			return nil
+		}},
+	}
+}
+
+// parseConfig applies defaults, then variables, then flags; the first bad value stops it with
+// one line naming the setting.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	settings := c.settings()
+	for _, s := range settings {
+		if err := s.set(s.def); err != nil && s.def != "" {
+			return nil, fmt.Errorf("default of %s: %w", s.flag, err)
+		}
+	}
+	for _, s := range settings {
+		if v := getenv(s.env); v != "" {
+			if err := s.set(v); err != nil {
+				return nil, fmt.Errorf("invalid %s: %w", s.env, err)
+			}
+		}
+	}
+	fs := flag.NewFlagSet("sessiond", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var flagErr error
+	for _, s := range settings {
+		s := s
+		fs.Func(s.flag, s.help+" ($"+s.env+", default "+strconv.Quote(s.def)+")", func(v string) error {
+			if err := s.set(v); err != nil {
+				flagErr = fmt.Errorf("invalid -%s: %w", s.flag, err)
+				return err
+			}
+			return nil
+		})
+	}
+	if err := fs.Parse(args); err != nil {
+		if flagErr != nil {
+			return nil, flagErr
+		}
+		return nil, errUsage
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (subcommands: keygen)", fs.Arg(0))
+	}
+	if c.KeyFile == "" {
+		c.KeyFile = filepath.Join(c.DataDir, "keys.json")
+	}
+	if err := c.Policy.Defaults().Validate(); err != nil {
+		return nil, fmt.Errorf("invalid session policy: %w", err)
+	}
+	return c, nil
+}

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sessiond/sessiond/hub"
+	"github.com/sessiond/sessiond/server"
+	"github.com/sessiond/sessiond/session"
+	"github.com/sessiond/sessiond/store"
+	"github.com/sessiond/sessiond/web"
+)
+
+// run is the whole program; tests call it with their own arguments and environment, on :0,
+// and learn the listen address through ready.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready func(addr string)) error {
+	if len(args) > 0 && args[0] == "keygen" {
+		return keygen(args[1:], stdout, stderr)
+	}
+	cfg, err := parseConfig(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.LogFormat, stderr)
+	return serve(ctx, cfg, log, ready)
+}
+
+func keygen(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("sessiond keygen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("o", "", "file to write (mode 0600; an existing file is never replaced)")
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	if *out == "" {
+		return errors.New("keygen: -o FILE is required")
+	}
+	if err := session.WriteKeys(*out, session.GenerateKeys()); err != nil {
+		return fmt.Errorf("keygen: %w", err)
+	}
+	fmt.Fprintf(stdout, "wrote %s\n", *out)
+	return nil
+}
+
+func newLogger(format string, w io.Writer) zerolog.Logger {
+	if format == "console" || (format == "auto" && isTerminal(w)) {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+	}
+	return zerolog.New(w).With().Timestamp().Logger()
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && isatty.IsTerminal(f.Fd())
+}
+
+// storeHandle is the opened store with what it takes to close it.
+type storeHandle struct {
+	session.Store
+	kind  string
+	close func()
+}
+
+func openStore(ctx context.Context, cfg *config) (*storeHandle, error) {
+	if cfg.DatabaseURL != "" {
+		pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+		if err != nil {
+			return nil, fmt.Errorf("invalid SESSIOND_DATABASE_URL: %w", err)
+		}
+		pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+		if err != nil {
+			return nil, fmt.Errorf("PostgreSQL: %w", err)
+		}
+		pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		pg, err := store.NewPostgres(pctx, pool)
+		if err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("PostgreSQL: %w", err)
+		}
+		return &storeHandle{Store: pg, kind: "postgres", close: func() { pg.Close(); pool.Close() }}, nil
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	path := cfg.DataDir + string(os.PathSeparator) + "sessiond.db"
+	sq, err := store.OpenSQLite(ctx, path)
+	if err != nil {
+		return nil, fmt.Errorf("embedded store %s: %w", path, err)
+	}
+	return &storeHandle{Store: sq, kind: "sqlite", close: func() { sq.Close() }}, nil
+}
+
+func loadKeys(cfg *config, log zerolog.Logger) (*session.Keys, error) {
+	multiNode := cfg.RedisURL != ""
+	if multiNode {
+		k, err := session.LoadKeys(cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("SESSIOND_KEY_FILE: every node of a multi-node deployment needs the same key file (make one with `sessiond keygen -o FILE`): %w", err)
+		}
+		return k, nil
+	}
+	k, generated, err := session.LoadOrGenerateKeys(cfg.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("key file %s: %w", cfg.KeyFile, err)
+	}
+	if generated {
+		log.Info().Str("path", cfg.KeyFile).Msg("generated a new key file (keep it secret and back it up)")
+	}
+	return k, nil
+}
+
+func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(string)) error {
+	if cfg.RedisURL != "" {
+		return errors.New("invalid SESSIOND_REDIS_URL: the Redis hub is not available in this build yet")
+	}
+	keys, err := loadKeys(cfg, log)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	if err := st.CheckKeyFingerprint(ctx, keys.Fingerprint()); err != nil {
+		if errors.Is(err, session.ErrKeyMismatch) {
+			return fmt.Errorf("SESSIOND_KEY_FILE: this node's keys differ from the ones this store was set up with; start every node with the same key file")
+		}
+		return fmt.Errorf("store: %w", err)
+	}
+
+	h := hub.New(hub.NewLoopback())
+	notifier := server.NewNotifier(h, log)
+	mgr, err := session.NewManager(session.Config{Store: st, Keys: keys, Policy: cfg.Policy, Notifier: notifier, Logger: log})
+	if err != nil {
+		return fmt.Errorf("invalid session policy: %w", err)
+	}
+	notifier.Attach(mgr)
+	if err := server.SubscribeNode(ctx, h, mgr); err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	srv, err := server.New(server.Config{
+		Manager: mgr, Hub: h, Logger: log, AllowedOrigins: cfg.AllowedOrigins,
+		HandshakeTimeout: cfg.HandshakeTimeout, Ready: st.Ping, Web: web.Static(),
+	})
+	if err != nil {
+		return fmt.Errorf("invalid SESSIOND_ALLOWED_ORIGINS: %w", err)
+	}
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("SESSIOND_ADDR %s: %w", cfg.Addr, err)
+	}
+	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: nil}
+	p := mgr.Policy()
+	log.Info().Str("addr", ln.Addr().String()).Str("store", st.kind).Str("hub", "loopback").
+		Dur("idle_timeout", p.IdleTimeout).Dur("absolute_timeout", p.AbsoluteTimeout).
+		Msg("sessiond listening; demo page at http://" + ln.Addr().String() + "/")
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+
+	bg, bgCancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer bgCancel()
+	g, gctx := errgroup.WithContext(bg)
+	g.Go(func() error { return mgr.Run(gctx) })
+	g.Go(func() error { return h.Run(gctx) })
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- httpSrv.Serve(ln) }()
+
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+		log.Error().Err(err).Msg("HTTP server stopped")
+	case <-gctx.Done():
+	}
+	// Ordered shutdown: stop accepting, tell devices to reconnect (1001) and wait for them,
+	// finish in-flight requests, then stop background work and the store.
+	log.Info().Msg("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	_ = httpSrv.Shutdown(sctx)
+	bgCancel()
+	if gerr := g.Wait(); gerr != nil && err == nil {
+		err = gerr
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}

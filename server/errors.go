@@ -1,0 +1,94 @@
+package server
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/sessiond/sessiond/session"
+)
+
+// Wire error codes. They are stable: clients switch on them.
+const (
+	CodeBadRequest         = "bad_request"
+	CodeUnknownType        = "unknown_type"
+	CodeOutOfOrder         = "out_of_order"
+	CodeAuthFailed         = "auth_failed"
+	CodeUsernameTaken      = "username_taken"
+	CodeUnauthenticated    = "unauthenticated"
+	CodeSessionInvalid     = "session_invalid"
+	CodeSessionLimit       = "session_limit"
+	CodeForbidden          = "forbidden"
+	CodeNotFound           = "not_found"
+	CodeRateLimited        = "rate_limited"
+	CodeUnavailable        = "unavailable"
+	CodeInternal           = "internal"
+	CodePreconditionFailed = "precondition_failed"
+	CodeConflict           = "conflict"
+	CodeTooLarge           = "too_large"
+)
+
+// ErrRateLimited is returned when a caller is over one of the abuse limits.
+var ErrRateLimited = errors.New("server: rate limited")
+
+// errorTable maps domain errors to wire codes and HTTP statuses: the one place that does.
+var errorTable = []struct {
+	err    error
+	code   string
+	status int
+	msg    string
+}{
+	{session.ErrBadInput, CodeBadRequest, http.StatusBadRequest, ""},
+	{session.ErrAuthFailed, CodeAuthFailed, http.StatusUnauthorized, "wrong username or password"},
+	{session.ErrUsernameTaken, CodeUsernameTaken, http.StatusConflict, "this username is taken"},
+	{session.ErrInvalid, CodeSessionInvalid, http.StatusUnauthorized, "the session is invalid, expired or revoked"},
+	{session.ErrSessionLimit, CodeSessionLimit, http.StatusConflict, "this account has reached its limit of signed-in devices"},
+	{session.ErrNotFound, CodeNotFound, http.StatusNotFound, "not found"},
+	{session.ErrPrecondition, CodePreconditionFailed, http.StatusPreconditionFailed, "the stored version differs from the one given"},
+	{session.ErrConflict, CodeConflict, http.StatusConflict, ""},
+	{session.ErrTooLarge, CodeTooLarge, http.StatusRequestEntityTooLarge, "too large"},
+	{session.ErrUnavailable, CodeUnavailable, http.StatusServiceUnavailable, "the service is temporarily unavailable; try again"},
+	{ErrRateLimited, CodeRateLimited, http.StatusTooManyRequests, "too many requests; slow down"},
+}
+
+// wireError is an error with its code, status and a message safe to show.
+type wireError struct {
+	code   string
+	status int
+	msg    string
+}
+
+func (e *wireError) Error() string { return e.code + ": " + e.msg }
+
+func newWireError(code string, status int, msg string) *wireError {
+	return &wireError{code: code, status: status, msg: msg}
+}
+
+// classify maps any error to its wire form. Unknown errors are internal: the caller logs them.
+func classify(err error) (*wireError, bool) {
+	var we *wireError
+	if errors.As(err, &we) {
+		return we, true
+	}
+	for _, e := range errorTable {
+		if errors.Is(err, e.err) {
+			msg := e.msg
+			if msg == "" {
+				msg = publicMessage(err)
+			}
+			return &wireError{code: e.code, status: e.status, msg: msg}, true
+		}
+	}
+	return &wireError{code: CodeInternal, status: http.StatusInternalServerError, msg: "internal error"}, false
+}
+
+// publicMessage strips the package prefix of a domain error ("session: bad input: username is
+// empty" → "username is empty"); domain errors carry no secrets.
+func publicMessage(err error) string {
+	s := err.Error()
+	for _, p := range []string{"session: bad input: ", "session: conflicting update: "} {
+		if len(s) > len(p) && s[:len(p)] == p {
+			return s[len(p):]
+		}
+	}
+	return s
+}

@@ -1,0 +1,238 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sessiond/sessiond/session"
+)
+
+type ctxKey struct{}
+
+// SessionFrom returns the session that the auth middleware put into the request context.
+func SessionFrom(ctx context.Context) (session.Session, bool) {
+	s, ok := ctx.Value(ctxKey{}).(session.Session)
+	return s, ok
+}
+
+func (s *Server) routes() {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ws", s.handleWS)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.handleReady)
+	mux.HandleFunc("GET /api/v1/opaque/config", s.handleOPAQUEConfig)
+	mux.Handle("GET /api/v1/session", s.auth(s.handleGetSession))
+	mux.Handle("POST /api/v1/session/refresh", s.auth(s.handleRefresh))
+	mux.Handle("DELETE /api/v1/session", s.auth(s.handleLogout))
+	mux.Handle("GET /api/v1/sessions", s.auth(s.handleListSessions))
+	mux.Handle("DELETE /api/v1/sessions/{id}", s.auth(s.handleRevokeSession))
+	mux.Handle("POST /api/v1/sessions/revoke-others", s.auth(s.handleRevokeOthers))
+	mux.Handle("GET /api/v1/vault", s.auth(s.handleGetVault))
+	mux.Handle("PUT /api/v1/vault", s.auth(s.handlePutVault))
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		s.httpError(w, r, newWireError(CodeNotFound, http.StatusNotFound, "no such API endpoint"))
+	})
+	if s.cfg.Web != nil {
+		files := http.FileServerFS(s.cfg.Web)
+		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				w.Header().Set("Allow", "GET, HEAD")
+				s.httpError(w, r, newWireError(CodeBadRequest, http.StatusMethodNotAllowed, "method not allowed"))
+				return
+			}
+			files.ServeHTTP(w, r)
+		})
+	}
+	s.mux = mux
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (s *Server) httpError(w http.ResponseWriter, r *http.Request, err error) {
+	we, known := classify(err)
+	if !known {
+		s.log.Error().Err(err).Str("path", r.URL.Path).Msg("internal error")
+	}
+	switch we.code {
+	case CodeUnauthenticated:
+		w.Header().Set("WWW-Authenticate", "Bearer")
+	case CodeSessionInvalid:
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+	}
+	writeJSON(w, we.status, errorFields{Code: we.code, Message: we.msg})
+}
+
+// auth resolves the bearer token to a live session, records the activity and puts the session
+// into the request context.
+func (s *Server) auth(next http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := r.Header.Get("Authorization")
+		scheme, token, ok := strings.Cut(h, " ")
+		if h == "" {
+			s.httpError(w, r, newWireError(CodeUnauthenticated, http.StatusUnauthorized, "an Authorization: Bearer token is required"))
+			return
+		}
+		if !ok || !strings.EqualFold(scheme, "Bearer") {
+			s.httpError(w, r, newWireError(CodeUnauthenticated, http.StatusUnauthorized, "the Authorization header must use the Bearer scheme"))
+			return
+		}
+		sess, err := s.mgr.Validate(r.Context(), strings.TrimSpace(token))
+		if err != nil {
+			s.httpError(w, r, err)
+			return
+		}
+		sess = s.mgr.Touch(sess)
+		next(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, sess)))
+	})
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	status := map[string]string{"store": "ok", "hub": "ok"}
+	code := http.StatusOK
+	if s.cfg.Ready != nil {
+		if err := s.cfg.Ready(ctx); err != nil {
+			status["store"] = "unavailable"
+			code = http.StatusServiceUnavailable
+		}
+	}
+	if !s.hub.Healthy() {
+		// Degraded, still serving: the store enforces every revocation on next use.
+		status["hub"] = "degraded"
+	}
+	s.mu.Lock()
+	if s.draining {
+		status["node"] = "draining"
+		code = http.StatusServiceUnavailable
+	}
+	s.mu.Unlock()
+	writeJSON(w, code, status)
+}
+
+func (s *Server) handleOPAQUEConfig(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{
+		"suite": session.Suite,
+		"ksf": map[string]any{
+			"name": session.KSFName, "t": session.KSFTime, "m_kib": session.KSFMemKiB, "p": session.KSFLanes,
+			"salt": session.KSFSalt, "length": session.KSFLength,
+		},
+		"context":           "",
+		"server_public_key": session.EncodeB64(s.mgr.Keys().AKEPublicKey),
+	})
+}
+
+func (s *Server) handleGetSession(w http.ResponseWriter, r *http.Request) {
+	sess, _ := SessionFrom(r.Context())
+	writeJSON(w, http.StatusOK, map[string]any{"session": sessionObject(s.mgr.Info(sess), "")})
+}
+
+func (s *Server) handleRefresh(w http.ResponseWriter, r *http.Request) {
+	token := strings.TrimSpace(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer"))
+	info, newToken, err := s.mgr.Refresh(r.Context(), token)
+	if err != nil {
+		s.httpError(w, r, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, map[string]string{
+		"token": newToken, "idle_expires_at": wireTime(info.IdleExpiresAt), "expires_at": wireTime(info.ExpiresAt),
+	})
+}
+
+func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
+	sess, _ := SessionFrom(r.Context())
+	if err := s.mgr.Logout(r.Context(), sess); err != nil {
+		s.httpError(w, r, err)
+		return
+	}
+	w.Header().Set("Clear-Site-Data", `"storage"`)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) handleListSessions(w http.ResponseWriter, r *http.Request) {
+	sess, _ := SessionFrom(r.Context())
+	list, err := s.mgr.List(r.Context(), sess.UserID)
+	if err != nil {
+		s.httpError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sessions": deviceList(list, sess.ID)})
+}
+
+func (s *Server) handleRevokeSession(w http.ResponseWriter, r *http.Request) {
+	sess, _ := SessionFrom(r.Context())
+	if _, err := s.mgr.Revoke(r.Context(), sess, r.PathValue("id")); err != nil {
+		s.httpError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) handleRevokeOthers(w http.ResponseWriter, r *http.Request) {
+	sess, _ := SessionFrom(r.Context())
+	ids, err := s.mgr.RevokeOthers(r.Context(), sess)
+	if err != nil {
+		s.httpError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"session_ids": nonNil(ids)})
+}
+
+func etag(v string) string { return strconv.Quote(v) }
+
+func (s *Server) handleGetVault(w http.ResponseWriter, r *http.Request) {
+	sess, _ := SessionFrom(r.Context())
+	v, err := s.mgr.GetVault(r.Context(), sess)
+	if err != nil {
+		s.httpError(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("ETag", etag(v.ETag))
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(v.Data)
+}
+
+func (s *Server) handlePutVault(w http.ResponseWriter, r *http.Request) {
+	sess, _ := SessionFrom(r.Context())
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, session.MaxVaultSize))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			s.httpError(w, r, newWireError(CodeTooLarge, http.StatusRequestEntityTooLarge, "the vault is limited to 1 MiB"))
+			return
+		}
+		s.httpError(w, r, newWireError(CodeBadRequest, http.StatusBadRequest, "the request body could not be read"))
+		return
+	}
+	ifMatch := strings.TrimSpace(r.Header.Get("If-Match"))
+	if ifMatch != "" {
+		unq, err := strconv.Unquote(strings.TrimPrefix(ifMatch, "W/"))
+		if err != nil {
+			s.httpError(w, r, newWireError(CodeBadRequest, http.StatusBadRequest, "If-Match must be a quoted ETag"))
+			return
+		}
+		ifMatch = unq
+	}
+	ifNoneMatch := strings.TrimSpace(r.Header.Get("If-None-Match")) == "*"
+	tag, err := s.mgr.PutVault(r.Context(), sess, body, ifMatch, ifNoneMatch)
+	if err != nil {
+		s.httpError(w, r, err)
+		return
+	}
+	w.Header().Set("ETag", etag(tag))
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -1,0 +1,99 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"sync/atomic"
+
+	"github.com/rs/zerolog"
+
+	"github.com/sessiond/sessiond/hub"
+	"github.com/sessiond/sessiond/session"
+)
+
+// Hub topics. Device notices go to one topic per user; cache invalidations go to a topic every
+// node subscribes to.
+const nodesTopic = "nodes"
+
+func userTopic(userID string) string { return "user:" + userID }
+
+// Event kinds carried over the hub.
+const (
+	eventRevoked     = "revoked"
+	eventChanged     = "changed"
+	eventInvalidated = "invalidated"
+)
+
+// event is the hub payload: what happened, for the devices and nodes that must know.
+type event struct {
+	Kind     string        `json:"k"`
+	IDs      []string      `json:"ids,omitempty"`
+	Reason   string        `json:"reason,omitempty"`
+	Sessions []DeviceEntry `json:"sessions,omitempty"`
+}
+
+// Notifier implements session.Notifier over the hub. It needs the manager to list a user's
+// sessions, and the manager needs it: Attach closes the loop after both exist.
+type Notifier struct {
+	hub *hub.Hub
+	log zerolog.Logger
+	mgr atomic.Pointer[session.Manager]
+}
+
+var _ session.Notifier = (*Notifier)(nil)
+
+// NewNotifier returns a Notifier publishing on h.
+func NewNotifier(h *hub.Hub, log zerolog.Logger) *Notifier { return &Notifier{hub: h, log: log} }
+
+// Attach sets the manager whose sessions the notifier lists.
+func (n *Notifier) Attach(m *session.Manager) { n.mgr.Store(m) }
+
+func (n *Notifier) publish(ctx context.Context, topic string, ev event) {
+	payload, _ := json.Marshal(ev)
+	if err := n.hub.Publish(context.WithoutCancel(ctx), topic, payload); err != nil {
+		// The store already holds the change; devices learn it on their next validation.
+		n.log.Warn().Err(err).Str("kind", ev.Kind).Msg("notice not published")
+	}
+}
+
+// Revoked implements session.Notifier.
+func (n *Notifier) Revoked(ctx context.Context, userID string, ids []string, reason string) {
+	n.publish(ctx, nodesTopic, event{Kind: eventInvalidated, IDs: ids})
+	n.publish(ctx, userTopic(userID), event{Kind: eventRevoked, IDs: ids, Reason: reason})
+}
+
+// Changed implements session.Notifier.
+func (n *Notifier) Changed(ctx context.Context, userID string) {
+	m := n.mgr.Load()
+	if m == nil {
+		return
+	}
+	list, err := m.List(context.WithoutCancel(ctx), userID)
+	if err != nil {
+		n.log.Warn().Err(err).Msg("device list for notice.sessions_changed not read")
+		return
+	}
+	n.publish(ctx, userTopic(userID), event{Kind: eventChanged, Sessions: deviceList(list, "")})
+}
+
+// Rotated implements session.Notifier.
+func (n *Notifier) Rotated(ctx context.Context, _ string, sessionID string) {
+	n.publish(ctx, nodesTopic, event{Kind: eventInvalidated, IDs: []string{sessionID}})
+}
+
+// Invalidator is the node's sink on the nodes topic: it drops cached validations that another
+// node (or this one) changed.
+type Invalidator struct{ Manager *session.Manager }
+
+// Deliver implements hub.Sink.
+func (i Invalidator) Deliver(_ string, payload []byte) {
+	var ev event
+	if json.Unmarshal(payload, &ev) == nil && ev.Kind == eventInvalidated {
+		i.Manager.Invalidate(ev.IDs...)
+	}
+}
+
+// SubscribeNode subscribes the node-wide sinks; cmd calls it once at start.
+func SubscribeNode(ctx context.Context, h *hub.Hub, m *session.Manager) error {
+	return h.Subscribe(ctx, nodesTopic, Invalidator{Manager: m})
+}

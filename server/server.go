@@ -1,0 +1,167 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/rs/zerolog"
+
+	"github.com/sessiond/sessiond/hub"
+	"github.com/sessiond/sessiond/session"
+)
+
+// Config wires a Server. Zero fields take the documented defaults.
+type Config struct {
+	Manager *session.Manager
+	Hub     *hub.Hub
+	Logger  zerolog.Logger
+	// AllowedOrigins lists the origins ("https://app.example.com") that may open a WebSocket.
+	// Empty: only the server's own origin (the request's Host, over http or https).
+	AllowedOrigins []string
+	// HandshakeTimeout is how long a connection may stay without login or resume (default 30s).
+	HandshakeTimeout time.Duration
+	// Ready reports whether the store answers; /readyz calls it.
+	Ready func(ctx context.Context) error
+	// Web is the demo page's file tree, served at /. Nil: no page.
+	Web fs.FS
+}
+
+// Server is sessiond's HTTP handler.
+type Server struct {
+	cfg Config
+	mgr *session.Manager
+	hub *hub.Hub
+	log zerolog.Logger
+	mux *http.ServeMux
+
+	mu       sync.Mutex
+	conns    map[*conn]struct{}
+	draining bool
+	wg       sync.WaitGroup
+}
+
+// New validates cfg and returns a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Manager == nil || cfg.Hub == nil {
+		return nil, errors.New("server: a manager and a hub are required")
+	}
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = 30 * time.Second
+	}
+	if cfg.HandshakeTimeout < 0 {
+		return nil, errors.New("server: handshake timeout must be positive")
+	}
+	for _, o := range cfg.AllowedOrigins {
+		if _, err := normalizeOrigin(o); err != nil {
+			return nil, err
+		}
+	}
+	s := &Server{cfg: cfg, mgr: cfg.Manager, hub: cfg.Hub, log: cfg.Logger, conns: map[*conn]struct{}{}}
+	s.routes()
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+func (s *Server) track(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// Connections returns the number of open WebSocket connections.
+func (s *Server) Connections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// Shutdown closes every WebSocket with 1001 (reconnect and resume elsewhere) and waits for
+// their handlers to end, or for ctx. It is idempotent; new connections are refused after it.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.closeAfter(nil, websocket.StatusGoingAway, "server going away; reconnect and resume")
+	}
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// originAllowed applies the Origin allow-list. Requests without Origin (non-browser clients)
+// pass: only browsers send it, and only browsers can be tricked into cross-site requests.
+func (s *Server) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	o, err := normalizeOrigin(origin)
+	if err != nil {
+		return false
+	}
+	if len(s.cfg.AllowedOrigins) == 0 {
+		host := strings.ToLower(r.Host)
+		return o == "http://"+host || o == "https://"+host
+	}
+	for _, a := range s.cfg.AllowedOrigins {
+		if n, _ := normalizeOrigin(a); n == o {
+			return true
+		}
+	}
+	return false
+}
+
+// normalizeOrigin lower-cases scheme and host and refuses anything that is not a bare origin.
+func normalizeOrigin(o string) (string, error) {
+	u, err := url.Parse(o)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+		return "", errors.New("origin " + quote(o) + " is not of the form scheme://host[:port]")
+	}
+	return strings.ToLower(u.Scheme + "://" + u.Host), nil
+}
+
+func quote(s string) string { return "\"" + s + "\"" }
+
+// clientIP is the peer's address (trusted proxies are not configured).
+func (s *Server) clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

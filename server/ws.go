@@ -1,0 +1,659 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/coder/websocket"
+
+	"github.com/sessiond/sessiond/session"
+)
+
+// outQueueLen bounds a connection's queue of outgoing messages.
+const outQueueLen = 32
+
+// maxBadInARow is how many invalid messages in a row make a peer "clearly not speaking the
+// protocol" (close 4400).
+const maxBadInARow = 10
+
+type outItem struct {
+	data   []byte
+	close  bool
+	code   websocket.StatusCode
+	reason string
+}
+
+// conn is one device connection.
+type conn struct {
+	srv       *Server
+	ws        *websocket.Conn
+	ctx       context.Context
+	cancel    context.CancelFunc
+	ip        string
+	userAgent string
+
+	out     chan outItem
+	changed atomic.Pointer[[]byte] // newest coalesced notice.sessions_changed
+	closing atomic.Bool
+
+	mu             sync.Mutex // guards the fields below
+	sess           *session.Session
+	reg            *session.Registration
+	login          *session.Login
+	pwChange       bool
+	pendingLabel   string
+	timer          *time.Timer
+	promptedIdle   time.Time
+	promptedReauth bool
+	badInARow      int
+}
+
+// offersSubprotocol reports whether the upgrade request lists ours.
+func offersSubprotocol(r *http.Request) bool {
+	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(h, ",") {
+			if strings.TrimSpace(p) == Subprotocol {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
+	if !offersSubprotocol(r) {
+		s.httpError(w, r, newWireError(CodeBadRequest, http.StatusBadRequest, "the WebSocket subprotocol "+Subprotocol+" must be offered"))
+		return
+	}
+	if !s.originAllowed(r) {
+		s.httpError(w, r, newWireError(CodeForbidden, http.StatusForbidden, "this Origin may not open a WebSocket here"))
+		return
+	}
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols:       []string{Subprotocol},
+		InsecureSkipVerify: true, // the Origin was checked above against our own allow-list
+		CompressionMode:    websocket.CompressionDisabled,
+	})
+	if err != nil {
+		return // Accept has answered the request
+	}
+	ws.SetReadLimit(MaxMessageBytes)
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	c := &conn{
+		srv: s, ws: ws, ctx: ctx, cancel: cancel, ip: s.clientIP(r), userAgent: r.UserAgent(),
+		out: make(chan outItem, outQueueLen),
+	}
+	if !s.track(c) {
+		ws.Close(websocket.StatusGoingAway, "server shutting down")
+		cancel()
+		return
+	}
+	defer s.untrack(c)
+	handshake := time.AfterFunc(s.cfg.HandshakeTimeout, func() {
+		c.mu.Lock()
+		authed := c.sess != nil
+		c.mu.Unlock()
+		if !authed {
+			c.closeAfter(nil, CloseHandshakeTimeout, "no login or resume within the handshake deadline")
+		}
+	})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.writeLoop()
+	}()
+	c.readLoop()
+	handshake.Stop()
+	cancel()
+	<-done
+	c.cleanup()
+}
+
+func (c *conn) readLoop() {
+	for {
+		typ, data, err := c.ws.Read(c.ctx)
+		if err != nil {
+			return
+		}
+		if c.closing.Load() {
+			// A close is under way: read on until the close handshake ends the connection.
+			continue
+		}
+		switch {
+		case typ != websocket.MessageText:
+			c.closeNow(websocket.StatusUnsupportedData, "binary frames are not part of the protocol")
+		case !utf8.Valid(data):
+			c.closeNow(websocket.StatusInvalidFramePayloadData, "text frames must be UTF-8")
+		default:
+			c.handle(data)
+		}
+	}
+}
+
+// writeLoop is the connection's only writer.
+func (c *conn) writeLoop() {
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case it := <-c.out:
+			if it.data != nil && !c.write(it.data) {
+				c.cancel()
+				return
+			}
+			if it.close {
+				c.ws.Close(it.code, it.reason)
+				c.cancel()
+				return
+			}
+		}
+		if p := c.changed.Swap(nil); p != nil {
+			if !c.write(*p) {
+				c.cancel()
+				return
+			}
+		}
+	}
+}
+
+func (c *conn) write(data []byte) bool {
+	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+	defer cancel()
+	return c.ws.Write(ctx, websocket.MessageText, data) == nil
+}
+
+// send queues a message. A connection that cannot keep up is closed with 1013 so that it
+// reconnects and resumes: nothing it must see is skipped silently.
+func (c *conn) send(data []byte) {
+	if c.closing.Load() {
+		return
+	}
+	select {
+	case c.out <- outItem{data: data}:
+	default:
+		c.closeNow(websocket.StatusTryAgainLater, "too slow to keep up; reconnect and resume")
+	}
+}
+
+// closeAfter queues data (may be nil) followed by a close frame with code.
+func (c *conn) closeAfter(data []byte, code websocket.StatusCode, reason string) {
+	if !c.closing.CompareAndSwap(false, true) {
+		return
+	}
+	select {
+	case c.out <- outItem{data: data, close: true, code: code, reason: reason}:
+	default:
+		go c.ws.Close(websocket.StatusTryAgainLater, "too slow to keep up; reconnect and resume")
+	}
+}
+
+// closeNow closes at once, bypassing the queue.
+func (c *conn) closeNow(code websocket.StatusCode, reason string) {
+	c.closing.Store(true)
+	go func() {
+		c.ws.Close(code, reason)
+		c.cancel()
+	}()
+}
+
+func (c *conn) cleanup() {
+	c.mu.Lock()
+	sess := c.sess
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.mu.Unlock()
+	if sess != nil {
+		_ = c.srv.hub.Unsubscribe(context.Background(), userTopic(sess.UserID), c)
+	}
+	c.ws.CloseNow()
+}
+
+func (c *conn) reply(id, typ string, fields any) { c.send(encode(typ, id, fields)) }
+
+func (c *conn) replyErr(id string, err error) {
+	we, known := classify(err)
+	if !known {
+		c.srv.log.Error().Err(err).Msg("internal error on a connection")
+	}
+	c.send(encode("error", id, errorFields{Code: we.code, Message: we.msg}))
+}
+
+// handle dispatches one client message.
+func (c *conn) handle(data []byte) {
+	in, err := DecodeInbound(data)
+	if err != nil {
+		c.bad(in.ID, err)
+		return
+	}
+	ctx := c.ctx
+	switch in.Type {
+	case "register.start", "register.finish", "login.start", "login.finish", "session.resume":
+		c.handleUnauthenticated(ctx, in)
+	case "ping":
+		c.reply(in.ID, "pong", nil)
+	case "session.refresh", "session.logout", "sessions.list", "sessions.revoke", "sessions.revoke_others",
+		"password.change.start", "password.change.finish":
+		c.handleAuthenticated(ctx, in)
+	default:
+		c.bad(in.ID, newWireError(CodeUnknownType, http.StatusBadRequest, "unknown message type"))
+		return
+	}
+	c.mu.Lock()
+	c.badInARow = 0
+	c.mu.Unlock()
+}
+
+// bad answers an invalid message; a peer that keeps sending them is not speaking the protocol.
+func (c *conn) bad(id string, err error) {
+	c.replyErr(id, err)
+	c.mu.Lock()
+	c.badInARow++
+	n := c.badInARow
+	c.mu.Unlock()
+	if n >= maxBadInARow {
+		c.closeAfter(nil, CloseProtocolViolation, "too many invalid messages")
+	}
+}
+
+func outOfOrder(msg string) error {
+	return newWireError(CodeOutOfOrder, http.StatusConflict, msg)
+}
+
+func (c *conn) handleUnauthenticated(ctx context.Context, in Inbound) {
+	c.mu.Lock()
+	authed := c.sess != nil
+	c.mu.Unlock()
+	m := c.srv.mgr
+	if authed {
+		c.replyErr(in.ID, outOfOrder("this connection is already signed in"))
+		return
+	}
+	switch in.Type {
+	case "register.start":
+		req, err := session.DecodeB64(in.Request)
+		if err != nil {
+			c.replyErr(in.ID, err)
+			return
+		}
+		resp, reg, err := m.RegisterStart(ctx, in.Username, req)
+		if err != nil {
+			c.replyErr(in.ID, err)
+			return
+		}
+		c.mu.Lock()
+		c.reg = reg
+		c.mu.Unlock()
+		c.reply(in.ID, "register.challenge", map[string]string{"response": session.EncodeB64(resp)})
+	case "register.finish":
+		c.mu.Lock()
+		reg := c.reg
+		c.mu.Unlock()
+		if reg == nil {
+			c.replyErr(in.ID, outOfOrder("register.finish must follow register.start"))
+			return
+		}
+		rec, err := session.DecodeB64(in.Record)
+		if err != nil {
+			c.replyErr(in.ID, err)
+			return
+		}
+		uid, err := m.RegisterFinish(ctx, reg, rec)
+		if errors.Is(err, session.ErrBadInput) {
+			c.replyErr(in.ID, err) // the client may retry finish with a valid record
+			return
+		}
+		c.mu.Lock()
+		c.reg = nil
+		c.mu.Unlock()
+		if err != nil {
+			c.replyErr(in.ID, err)
+			return
+		}
+		c.reply(in.ID, "register.ok", map[string]string{"user_id": uid})
+	case "login.start":
+		ke1, err := session.DecodeB64(in.KE1)
+		if err != nil {
+			c.replyErr(in.ID, err)
+			return
+		}
+		if len([]rune(in.Device)) > 128 {
+			c.replyErr(in.ID, newWireError(CodeBadRequest, http.StatusBadRequest, "device label is longer than 128 characters"))
+			return
+		}
+		ke2, l, err := m.LoginStart(ctx, in.Username, ke1)
+		c.mu.Lock()
+		c.login = nil // a new login.start restarts the login, even a failed one
+		if err == nil {
+			c.login = l
+		}
+		c.mu.Unlock()
+		if err != nil {
+			c.replyErr(in.ID, err)
+			return
+		}
+		c.deviceLabel(in.Device)
+		c.reply(in.ID, "login.challenge", map[string]string{"ke2": session.EncodeB64(ke2)})
+	case "login.finish":
+		c.mu.Lock()
+		l := c.login
+		c.login = nil
+		label := c.pendingLabel
+		c.mu.Unlock()
+		if l == nil {
+			c.replyErr(in.ID, outOfOrder("login.finish must follow login.start"))
+			return
+		}
+		ke3, err := session.DecodeB64(in.KE3)
+		if err != nil {
+			c.replyErr(in.ID, err)
+			return
+		}
+		info, token, err := m.LoginFinish(ctx, l, ke3, session.DeviceInfo{Label: label, IP: c.ip, UserAgent: c.userAgent})
+		if err != nil {
+			c.replyErr(in.ID, err)
+			return
+		}
+		s, err := m.Check(ctx, info.ID)
+		if err != nil {
+			c.replyErr(in.ID, err)
+			return
+		}
+		c.authenticate(s)
+		c.reply(in.ID, "login.ok", map[string]any{"session": sessionObject(info, token)})
+	case "session.resume":
+		s, err := m.Validate(ctx, in.Token)
+		if err != nil {
+			c.replyErr(in.ID, err)
+			return
+		}
+		s = m.Touch(s)
+		c.authenticate(s)
+		c.reply(in.ID, "session.ok", map[string]any{"session": sessionObject(m.Info(s), "")})
+	}
+}
+
+// deviceLabel remembers the label for the login in progress: the client's, else one derived
+// from the User-Agent.
+func (c *conn) deviceLabel(given string) {
+	label := strings.TrimSpace(given)
+	if label == "" {
+		label = labelFromUserAgent(c.userAgent)
+	}
+	c.mu.Lock()
+	c.pendingLabel = label
+	c.mu.Unlock()
+}
+
+// authenticate binds the connection to session s: it joins the user's topic and starts the
+// lifecycle timer.
+func (c *conn) authenticate(s session.Session) {
+	if err := c.srv.hub.Subscribe(c.ctx, userTopic(s.UserID), c); err != nil {
+		c.srv.log.Warn().Err(err).Msg("hub subscribe failed; notices for this device rely on validation")
+	}
+	c.mu.Lock()
+	c.sess = &s
+	c.reg, c.login = nil, nil
+	c.timer = time.AfterFunc(time.Hour, c.onTimer)
+	c.scheduleLocked()
+	c.mu.Unlock()
+}
+
+func (c *conn) handleAuthenticated(ctx context.Context, in Inbound) {
+	c.mu.Lock()
+	cur := c.sess
+	c.mu.Unlock()
+	if cur == nil {
+		c.replyErr(in.ID, newWireError(CodeUnauthenticated, http.StatusUnauthorized, "sign in or resume first"))
+		return
+	}
+	m := c.srv.mgr
+	s, err := m.Check(ctx, cur.ID)
+	if err != nil {
+		if errors.Is(err, session.ErrInvalid) {
+			c.replyErr(in.ID, err)
+			c.ended(s)
+			return
+		}
+		c.replyErr(in.ID, err)
+		return
+	}
+	s = m.Touch(s)
+	c.mu.Lock()
+	c.sess.IdleExpiresAt, c.sess.LastSeenAt = s.IdleExpiresAt, s.LastSeenAt
+	c.scheduleLocked()
+	c.mu.Unlock()
+
+	switch in.Type {
+	case "session.refresh":
+		c.refresh(ctx, in, s)
+	case "session.logout":
+		if err := m.Logout(ctx, s); err != nil {
+			c.replyErr(in.ID, err)
+			return
+		}
+		c.closeAfter(encode("session.ended", in.ID, nil), websocket.StatusNormalClosure, "signed out")
+	case "sessions.list":
+		list, err := m.List(ctx, s.UserID)
+		if err != nil {
+			c.replyErr(in.ID, err)
+			return
+		}
+		c.reply(in.ID, "sessions", map[string]any{"sessions": deviceList(list, s.ID)})
+	case "sessions.revoke":
+		if in.SessionID == "" {
+			c.replyErr(in.ID, newWireError(CodeBadRequest, http.StatusBadRequest, "session_id is required"))
+			return
+		}
+		ids, err := m.Revoke(ctx, s, in.SessionID)
+		if err != nil {
+			c.replyErr(in.ID, err)
+			return
+		}
+		msg := encode("sessions.revoked", in.ID, map[string]any{"session_ids": ids})
+		if in.SessionID == s.ID {
+			c.closeAfter(msg, websocket.StatusNormalClosure, "signed out")
+			return
+		}
+		c.send(msg)
+	case "sessions.revoke_others":
+		ids, err := m.RevokeOthers(ctx, s)
+		if err != nil {
+			c.replyErr(in.ID, err)
+			return
+		}
+		c.reply(in.ID, "sessions.revoked", map[string]any{"session_ids": nonNil(ids)})
+	case "password.change.start":
+		req, err := session.DecodeB64(in.Request)
+		if err != nil {
+			c.replyErr(in.ID, err)
+			return
+		}
+		resp, err := m.PasswordChangeStart(ctx, s, req)
+		if err != nil {
+			c.replyErr(in.ID, err)
+			return
+		}
+		c.mu.Lock()
+		c.pwChange = true
+		c.mu.Unlock()
+		c.reply(in.ID, "password.change.challenge", map[string]string{"response": session.EncodeB64(resp)})
+	case "password.change.finish":
+		c.mu.Lock()
+		started := c.pwChange
+		c.mu.Unlock()
+		if !started {
+			c.replyErr(in.ID, outOfOrder("password.change.finish must follow password.change.start"))
+			return
+		}
+		rec, err := session.DecodeB64(in.Record)
+		if err != nil {
+			c.replyErr(in.ID, err)
+			return
+		}
+		if _, err := m.PasswordChangeFinish(ctx, s, rec); err != nil {
+			c.replyErr(in.ID, err)
+			return
+		}
+		c.mu.Lock()
+		c.pwChange = false
+		c.mu.Unlock()
+		c.reply(in.ID, "password.change.ok", nil)
+	}
+}
+
+func (c *conn) refresh(ctx context.Context, in Inbound, s session.Session) {
+	info, token, err := c.srv.mgr.RefreshSession(ctx, s)
+	if err != nil {
+		c.replyErr(in.ID, err)
+		return
+	}
+	c.refreshed(in.ID, info, token)
+}
+
+func (c *conn) refreshed(id string, info session.Info, token string) {
+	c.mu.Lock()
+	if c.sess != nil && info.IdleExpiresAt.After(c.sess.IdleExpiresAt) {
+		c.sess.IdleExpiresAt = info.IdleExpiresAt
+	}
+	c.scheduleLocked()
+	c.mu.Unlock()
+	c.reply(id, "session.refreshed", map[string]string{
+		"token": token, "idle_expires_at": wireTime(info.IdleExpiresAt), "expires_at": wireTime(info.ExpiresAt),
+	})
+}
+
+// ended tells the device why its session is over and closes the connection.
+func (c *conn) ended(s session.Session) {
+	if s.ID == "" {
+		c.closeAfter(encode("notice.revoked", "", map[string]string{"reason": session.ReasonAdmin}), CloseRevoked, "session revoked")
+		return
+	}
+	now := c.srv.mgr.Now()
+	switch {
+	case !s.RevokedAt.IsZero():
+		c.closeAfter(encode("notice.revoked", "", map[string]string{"reason": s.RevokeReason}), CloseRevoked, "session revoked")
+	case !now.Before(s.ExpiresAt):
+		c.closeAfter(encode("notice.expired", "", map[string]string{"reason": session.ReasonAbsolute}), CloseExpired, "session expired")
+	default:
+		c.closeAfter(encode("notice.expired", "", map[string]string{"reason": session.ReasonIdle}), CloseExpired, "session expired")
+	}
+}
+
+// scheduleLocked sets the lifecycle timer to the next moment something is due. c.mu is held.
+func (c *conn) scheduleLocked() {
+	if c.sess == nil || c.timer == nil {
+		return
+	}
+	s := c.sess
+	lead := c.srv.mgr.Policy().RefreshLead
+	next := s.IdleExpiresAt
+	if s.ExpiresAt.Before(next) {
+		next = s.ExpiresAt
+	}
+	if s.IdleExpiresAt.Before(s.ExpiresAt) && !c.promptedIdle.Equal(s.IdleExpiresAt) {
+		if t := s.IdleExpiresAt.Add(-lead); t.Before(next) {
+			next = t
+		}
+	}
+	if !c.promptedReauth {
+		if t := s.ExpiresAt.Add(-lead); t.Before(next) {
+			next = t
+		}
+	}
+	c.timer.Reset(max(next.Sub(c.srv.mgr.Now()), 0))
+}
+
+// onTimer runs when a deadline or prompt is due. It re-reads the session first: activity on
+// another connection or node may have moved the idle deadline.
+func (c *conn) onTimer() {
+	c.mu.Lock()
+	cur := c.sess
+	c.mu.Unlock()
+	if cur == nil || c.closing.Load() {
+		return
+	}
+	m := c.srv.mgr
+	s, err := m.Check(c.ctx, cur.ID)
+	if err != nil && !errors.Is(err, session.ErrInvalid) {
+		// The store is unreachable: try again shortly rather than end a session on a guess.
+		c.mu.Lock()
+		c.timer.Reset(time.Second)
+		c.mu.Unlock()
+		return
+	}
+	if err != nil {
+		c.ended(s)
+		return
+	}
+	now := m.Now()
+	lead := m.Policy().RefreshLead
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s.IdleExpiresAt.After(c.sess.IdleExpiresAt) {
+		c.sess.IdleExpiresAt = s.IdleExpiresAt
+	}
+	idle, abs := c.sess.IdleExpiresAt, c.sess.ExpiresAt
+	if idle.Before(abs) && !now.Before(idle.Add(-lead)) && !c.promptedIdle.Equal(idle) {
+		c.promptedIdle = idle
+		c.send(encode("notice.refresh_due", "", map[string]any{"idle_expires_at": wireTime(idle), "in_ms": max(idle.Sub(now).Milliseconds(), 0)}))
+	}
+	if !now.Before(abs.Add(-lead)) && !c.promptedReauth {
+		c.promptedReauth = true
+		c.send(encode("notice.reauth_due", "", map[string]any{"expires_at": wireTime(abs), "in_ms": max(abs.Sub(now).Milliseconds(), 0)}))
+	}
+	c.scheduleLocked()
+}
+
+// Deliver receives a hub message for the user's topic. It never blocks.
+func (c *conn) Deliver(_ string, payload []byte) {
+	var ev event
+	if err := json.Unmarshal(payload, &ev); err != nil {
+		return
+	}
+	c.mu.Lock()
+	cur := c.sess
+	c.mu.Unlock()
+	if cur == nil {
+		return
+	}
+	switch ev.Kind {
+	case eventRevoked:
+		for _, id := range ev.IDs {
+			if id == cur.ID {
+				c.closeAfter(encode("notice.revoked", "", map[string]string{"reason": ev.Reason}), CloseRevoked, "session revoked")
+				return
+			}
+		}
+	case eventChanged:
+		list := make([]DeviceEntry, len(ev.Sessions))
+		copy(list, ev.Sessions)
+		for i := range list {
+			list[i].Current = list[i].ID == cur.ID
+		}
+		msg := encode("notice.sessions_changed", "", map[string]any{"sessions": list})
+		if c.closing.Load() {
+			return
+		}
+		select {
+		case c.out <- outItem{data: msg}:
+		default:
+			// The list supersedes older ones: keep only the newest for when the writer catches up.
+			c.changed.Store(&msg)
+		}
+	}
+}
+
+func nonNil(ids []string) []string {
+	if ids == nil {
+		return []string{}
+	}
+	return ids
+}

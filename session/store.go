@@ -1,0 +1,144 @@
+package session
+
+import (
+	"context"
+	"time"
+)
+
+// User is an account. Record is the OPAQUE registration record, sealed with the server's
+// metadata key (it never rests in clear).
+type User struct {
+	ID        string
+	Username  string // normalised (NFC, case-folded)
+	Record    []byte // sealed registration record
+	VaultID   string
+	CreatedAt time.Time
+}
+
+// Session is one login of one device. The token itself is never held: only its keyed hash.
+type Session struct {
+	ID            string
+	UserID        string
+	VaultID       string
+	TokenHash     []byte
+	Device        []byte // sealed DeviceInfo
+	CreatedAt     time.Time
+	LastSeenAt    time.Time
+	IdleExpiresAt time.Time
+	ExpiresAt     time.Time
+	RevokedAt     time.Time // zero while not revoked
+	RevokeReason  string
+}
+
+// EndAt is the moment the session stops being usable: the earliest of its idle deadline,
+// absolute deadline and revocation.
+func (s *Session) EndAt() time.Time {
+	end := s.IdleExpiresAt
+	if s.ExpiresAt.Before(end) {
+		end = s.ExpiresAt
+	}
+	if !s.RevokedAt.IsZero() && s.RevokedAt.Before(end) {
+		end = s.RevokedAt
+	}
+	return end
+}
+
+// Live reports whether the session is neither revoked nor past a deadline at now.
+func (s *Session) Live(now time.Time) bool {
+	return s.RevokedAt.IsZero() && now.Before(s.IdleExpiresAt) && now.Before(s.ExpiresAt)
+}
+
+// TokenMatch tells how a token hash matched a session.
+type TokenMatch struct {
+	// Retired is true when the hash is a token replaced by a rotation.
+	Retired bool
+	// GraceUntil is when a retired token stops being accepted.
+	GraceUntil time.Time
+}
+
+// Limit is the per-user session limit applied atomically by Store.CreateSession.
+type Limit struct {
+	Max         int  // 0: unlimited
+	EvictOldest bool // false: deny the new session with ErrSessionLimit
+}
+
+// Touch records activity on a session: the last-seen time and the extended idle deadline.
+type Touch struct {
+	ID            string
+	LastSeenAt    time.Time
+	IdleExpiresAt time.Time
+}
+
+// Vault is a user's client-encrypted blob.
+type Vault struct {
+	Data      []byte
+	ETag      string // opaque version tag, without quotes
+	UpdatedAt time.Time
+}
+
+// VaultPut is a conditional write of a vault.
+type VaultPut struct {
+	VaultID     string
+	Data        []byte
+	IfMatch     string // when set, the current ETag must equal it
+	IfNoneMatch bool   // when set, no vault may exist yet
+	At          time.Time
+}
+
+// Store persists users, sessions and vaults. It is the authority: every state change is one
+// transaction, and implementations are safe for concurrent use by several nodes.
+type Store interface {
+	// CreateUser inserts a user and an empty vault slot. A taken username: ErrUsernameTaken.
+	CreateUser(ctx context.Context, u User) error
+	// UserByName returns a user by normalised username. Unknown: ErrNotFound.
+	UserByName(ctx context.Context, username string) (User, error)
+	// UserByID returns a user by id. Unknown: ErrNotFound.
+	UserByID(ctx context.Context, id string) (User, error)
+	// ChangeRecord replaces the user's sealed registration record and revokes every live
+	// session of the user except keepSessionID, with reason, in one transaction. It returns
+	// the ids it revoked. Unknown user: ErrNotFound.
+	ChangeRecord(ctx context.Context, userID string, record []byte, keepSessionID, reason string, at time.Time) ([]string, error)
+	// DeleteUser removes a user, the vault and revokes every session (reason). Unknown: ErrNotFound.
+	DeleteUser(ctx context.Context, userID, reason string, at time.Time) ([]string, error)
+
+	// CreateSession inserts s after applying limit among the user's sessions live at
+	// s.CreatedAt, in one transaction. With EvictOldest the oldest (by creation) live sessions
+	// are revoked with reason "session_limit" and their ids returned; otherwise a full user
+	// gets ErrSessionLimit and nothing is written.
+	CreateSession(ctx context.Context, s Session, limit Limit) (evicted []string, err error)
+	// SessionByToken finds the session whose current or retired token has this hash, whatever
+	// its state (revoked and expired rows are returned until swept). Unknown: ErrNotFound.
+	SessionByToken(ctx context.Context, tokenHash []byte) (Session, TokenMatch, error)
+	// SessionByID returns a session by id, whatever its state. Unknown: ErrNotFound.
+	SessionByID(ctx context.Context, id string) (Session, error)
+	// ListSessions returns the user's sessions live at now, oldest first.
+	ListSessions(ctx context.Context, userID string, now time.Time) ([]Session, error)
+	// RotateToken makes newHash the session's current token and retires oldHash until
+	// graceUntil, in one transaction. When oldHash is no longer the current token (a concurrent
+	// rotation won) or the session is not live at now: ErrConflict / ErrNotFound, nothing written.
+	RotateToken(ctx context.Context, id string, oldHash, newHash []byte, graceUntil, now time.Time) error
+	// Touch applies activity records in one batch. An idle deadline never moves backwards and
+	// revoked or unknown sessions are left alone.
+	Touch(ctx context.Context, touches []Touch) error
+	// RevokeSessions revokes those of ids that belong to userID and are live at at, with reason.
+	// It returns the ids it revoked (empty when none matched).
+	RevokeSessions(ctx context.Context, userID string, ids []string, reason string, at time.Time) ([]string, error)
+	// RevokeUserSessions revokes every session of userID live at at except exceptID ("" for
+	// none), returning the ids it revoked.
+	RevokeUserSessions(ctx context.Context, userID, exceptID, reason string, at time.Time) ([]string, error)
+	// DeleteEnded deletes at most limit sessions (with their retired tokens) that ended before
+	// before, and returns how many it deleted. Safe to run from several nodes at once.
+	DeleteEnded(ctx context.Context, before time.Time, limit int) (int, error)
+
+	// GetVault returns a vault. Never written: ErrNotFound.
+	GetVault(ctx context.Context, vaultID string) (Vault, error)
+	// PutVault writes a vault conditionally and returns the new ETag. A failed condition:
+	// ErrPrecondition, nothing written.
+	PutVault(ctx context.Context, p VaultPut) (string, error)
+
+	// CheckKeyFingerprint records fp as the deployment's key fingerprint the first time and
+	// afterwards returns ErrKeyMismatch when fp differs.
+	CheckKeyFingerprint(ctx context.Context, fp string) error
+	// Ping answers when the store can serve requests.
+	Ping(ctx context.Context) error
+}

@@ -1,0 +1,80 @@
+package session
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	"strings"
+)
+
+// TokenPrefix starts every session token so that secret scanners can recognise a leaked one.
+const TokenPrefix = "sdt_"
+
+const (
+	tokenBytes  = 32 // 256 bits of randomness
+	tokenLength = len(TokenPrefix) + 43
+)
+
+var b64 = base64.RawURLEncoding.Strict()
+
+// NewToken returns a fresh random token and its raw secret bytes.
+func NewToken() (string, []byte) {
+	raw := make([]byte, tokenBytes)
+	if _, err := rand.Read(raw); err != nil {
+		panic("session: crypto/rand failed: " + err.Error()) // the platform is broken; nothing safe to do
+	}
+	return TokenPrefix + b64.EncodeToString(raw), raw
+}
+
+// ParseToken checks a token's shape and returns its secret bytes. Anything malformed is
+// ErrInvalid: the caller cannot tell a typo from a forgery, and need not. Its running time
+// depends only on the token's length, not on its content.
+func ParseToken(token string) ([]byte, error) {
+	if len(token) != tokenLength || !strings.HasPrefix(token, TokenPrefix) {
+		return nil, fmt.Errorf("%w: malformed token", ErrInvalid)
+	}
+	raw, err := b64.DecodeString(token[len(TokenPrefix):])
+	if err != nil || len(raw) != tokenBytes {
+		return nil, fmt.Errorf("%w: malformed token", ErrInvalid)
+	}
+	return raw, nil
+}
+
+// TokenHash is the keyed hash under which a token is stored and looked up.
+type TokenHash [sha256.Size]byte
+
+func hashToken(key []byte, raw []byte) TokenHash {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("sessiond token v1\x00"))
+	m.Write(raw)
+	var h TokenHash
+	m.Sum(h[:0])
+	return h
+}
+
+// NewID returns a random, non-secret identifier (128 bits, base64url).
+func NewID() string {
+	raw := make([]byte, 16)
+	if _, err := rand.Read(raw); err != nil {
+		panic("session: crypto/rand failed: " + err.Error())
+	}
+	return b64.EncodeToString(raw)
+}
+
+// DecodeB64 decodes canonical unpadded base64url, the only binary encoding of the protocol.
+func DecodeB64(s string) ([]byte, error) {
+	// The decoder skips CR and LF; the protocol allows no whitespace at all.
+	if strings.ContainsAny(s, "\r\n") {
+		return nil, fmt.Errorf("%w: not canonical unpadded base64url", ErrBadInput)
+	}
+	b, err := b64.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: not canonical unpadded base64url", ErrBadInput)
+	}
+	return b, nil
+}
+
+// EncodeB64 encodes bytes as unpadded base64url.
+func EncodeB64(b []byte) string { return b64.EncodeToString(b) }

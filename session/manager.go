@@ -125,7 +125,11 @@ func (m *Manager) Policy() Policy { return m.policy }
 func (m *Manager) Keys() *Keys { return m.keys }
 
 // Now returns the manager's clock time.
-func (m *Manager) Now() time.Time { return m.clock.Now() }
+func (m *Manager) Now() time.Time { return m.now() }
+
+// now is the clock's time in whole milliseconds, the precision of the store and the wire, so a
+// deadline compares the same before and after a round trip through either.
+func (m *Manager) now() time.Time { return m.clock.Now().Truncate(time.Millisecond) }
 
 // ---- registration ----
 
@@ -162,7 +166,7 @@ func (m *Manager) RegisterFinish(ctx context.Context, r *Registration, record []
 		return "", err
 	}
 	u := User{
-		ID: r.userID, Username: r.username, VaultID: NewID(), CreatedAt: m.clock.Now(),
+		ID: r.userID, Username: r.username, VaultID: NewID(), CreatedAt: m.now(),
 		Record: m.keys.seal(rec, "record:"+r.userID),
 	}
 	if err := m.store.CreateUser(ctx, u); err != nil {
@@ -227,7 +231,7 @@ func (m *Manager) LoginFinish(ctx context.Context, l *Login, ke3 []byte, dev Dev
 }
 
 func (m *Manager) createSession(ctx context.Context, u User, dev DeviceInfo) (Info, string, error) {
-	now := m.clock.Now()
+	now := m.now()
 	token, raw := NewToken()
 	h := hashToken(m.keys.TokenKeys[m.keys.CurrentTokenKey], raw)
 	s := Session{
@@ -270,7 +274,7 @@ func (m *Manager) validate(ctx context.Context, token string) (Session, TokenHas
 	if err != nil {
 		return Session{}, h, TokenMatch{}, err
 	}
-	now := m.clock.Now()
+	now := m.now()
 	s := e.sess
 	m.overlayIdle(&s)
 	if e.match.Retired && !now.Before(e.match.GraceUntil) {
@@ -291,7 +295,7 @@ func (m *Manager) validate(ctx context.Context, token string) (Session, TokenHas
 }
 
 func (m *Manager) lookup(ctx context.Context, h TokenHash, raw []byte) (cacheEntry, error) {
-	now := m.clock.Now()
+	now := m.now()
 	if e, ok := m.cache.get(h, now); ok {
 		return e, nil
 	}
@@ -334,7 +338,7 @@ func (m *Manager) overlayIdle(s *Session) {
 // Touch records activity on a live session: the idle deadline moves to now + idle timeout (never
 // past the absolute deadline). The write is coalesced; the new deadline is returned at once.
 func (m *Manager) Touch(s Session) Session {
-	now := m.clock.Now()
+	now := m.now()
 	idle := minTime(now.Add(m.policy.IdleTimeout), s.ExpiresAt)
 	m.mu.Lock()
 	prev, known := m.idle[s.ID]
@@ -366,7 +370,7 @@ func (m *Manager) Touch(s Session) Session {
 // most CacheTTL ago, with this node's unwritten activity applied. A session that has ended is
 // returned too, with ErrInvalid; an unknown one is ErrInvalid alone.
 func (m *Manager) Check(ctx context.Context, id string) (Session, error) {
-	now := m.clock.Now()
+	now := m.now()
 	s, ok := m.cache.getID(id, now)
 	if !ok {
 		var err error
@@ -408,7 +412,7 @@ func (m *Manager) Refresh(ctx context.Context, token string) (Info, string, erro
 func (m *Manager) RefreshSession(ctx context.Context, s Session) (Info, string, error) {
 	newToken, newRaw := NewToken()
 	nh := hashToken(m.keys.TokenKeys[m.keys.CurrentTokenKey], newRaw)
-	now := m.clock.Now()
+	now := m.now()
 	err := m.store.RotateToken(ctx, s.ID, s.TokenHash, nh[:], now.Add(m.policy.RotationGrace), now)
 	if errors.Is(err, ErrConflict) {
 		// Our copy of the current token hash was stale (another device of this session rotated
@@ -436,7 +440,7 @@ func (m *Manager) RefreshSession(ctx context.Context, s Session) (Info, string, 
 
 // Logout ends the session s.
 func (m *Manager) Logout(ctx context.Context, s Session) error {
-	ids, err := m.store.RevokeSessions(ctx, s.UserID, []string{s.ID}, ReasonLogout, m.clock.Now())
+	ids, err := m.store.RevokeSessions(ctx, s.UserID, []string{s.ID}, ReasonLogout, m.now())
 	if err != nil {
 		return err
 	}
@@ -446,7 +450,7 @@ func (m *Manager) Logout(ctx context.Context, s Session) error {
 
 // List returns the user's live sessions, oldest first.
 func (m *Manager) List(ctx context.Context, userID string) ([]Info, error) {
-	ss, err := m.store.ListSessions(ctx, userID, m.clock.Now())
+	ss, err := m.store.ListSessions(ctx, userID, m.now())
 	if err != nil {
 		return nil, err
 	}
@@ -466,7 +470,7 @@ func (m *Manager) Revoke(ctx context.Context, caller Session, id string) ([]stri
 	if id == caller.ID {
 		reason = ReasonLogout
 	}
-	ids, err := m.store.RevokeSessions(ctx, caller.UserID, []string{id}, reason, m.clock.Now())
+	ids, err := m.store.RevokeSessions(ctx, caller.UserID, []string{id}, reason, m.now())
 	if err != nil {
 		return nil, err
 	}
@@ -479,7 +483,7 @@ func (m *Manager) Revoke(ctx context.Context, caller Session, id string) ([]stri
 
 // RevokeOthers ends every session of the caller's user but the caller's.
 func (m *Manager) RevokeOthers(ctx context.Context, caller Session) ([]string, error) {
-	ids, err := m.store.RevokeUserSessions(ctx, caller.UserID, caller.ID, ReasonRevokedByUser, m.clock.Now())
+	ids, err := m.store.RevokeUserSessions(ctx, caller.UserID, caller.ID, ReasonRevokedByUser, m.now())
 	if err != nil {
 		return nil, err
 	}
@@ -489,7 +493,7 @@ func (m *Manager) RevokeOthers(ctx context.Context, caller Session) ([]string, e
 
 // RevokeUser ends every session of a user (admin action).
 func (m *Manager) RevokeUser(ctx context.Context, userID, reason string) ([]string, error) {
-	ids, err := m.store.RevokeUserSessions(ctx, userID, "", reason, m.clock.Now())
+	ids, err := m.store.RevokeUserSessions(ctx, userID, "", reason, m.now())
 	if err != nil {
 		return nil, err
 	}
@@ -510,7 +514,7 @@ func (m *Manager) PasswordChangeFinish(ctx context.Context, caller Session, reco
 	if err != nil {
 		return nil, err
 	}
-	ids, err := m.store.ChangeRecord(ctx, caller.UserID, m.keys.seal(rec, "record:"+caller.UserID), caller.ID, ReasonPasswordChanged, m.clock.Now())
+	ids, err := m.store.ChangeRecord(ctx, caller.UserID, m.keys.seal(rec, "record:"+caller.UserID), caller.ID, ReasonPasswordChanged, m.now())
 	if err != nil {
 		return nil, err
 	}
@@ -572,7 +576,7 @@ func (m *Manager) PutVault(ctx context.Context, caller Session, data []byte, ifM
 	if len(data) > MaxVaultSize {
 		return "", ErrTooLarge
 	}
-	return m.store.PutVault(ctx, VaultPut{VaultID: caller.VaultID, Data: data, IfMatch: ifMatch, IfNoneMatch: ifNoneMatch, At: m.clock.Now()})
+	return m.store.PutVault(ctx, VaultPut{VaultID: caller.VaultID, Data: data, IfMatch: ifMatch, IfNoneMatch: ifNoneMatch, At: m.now()})
 }
 
 // ---- background work ----
@@ -606,7 +610,7 @@ func (m *Manager) Run(ctx context.Context) error {
 // FlushActivity writes the pending activity records in one batch. Failed writes are kept for
 // the next flush.
 func (m *Manager) FlushActivity(ctx context.Context) {
-	now := m.clock.Now()
+	now := m.now()
 	m.mu.Lock()
 	if len(m.pending) == 0 {
 		m.mu.Unlock()
@@ -639,7 +643,7 @@ func (m *Manager) FlushActivity(ctx context.Context) {
 // Sweep deletes sessions that ended more than the retention ago, in bounded batches, and
 // returns how many it deleted.
 func (m *Manager) Sweep(ctx context.Context) (int, error) {
-	before := m.clock.Now().Add(-m.policy.Retention)
+	before := m.now().Add(-m.policy.Retention)
 	total := 0
 	for {
 		n, err := m.store.DeleteEnded(ctx, before, m.policy.SweepBatch)

@@ -1,0 +1,20 @@
+# The two commands that matter (see README.md): `make run` and `make test`.
+.PHONY: run test web build
+
+# Installs the pinned npm packages used by the browser page and the interop test.
+web:
+	@if command -v npm >/dev/null 2>&1; then npm ci --prefix web --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the interop test will be skipped"; fi
+
+# Starts the server with the embedded store and the demo page at http://127.0.0.1:8080/.
+run: web
+	go run ./cmd/sessiond
+
+build:
+	CGO_ENABLED=0 go build -trimpath -o sessiond ./cmd/sessiond
+
+# Runs every test with the race detector. PostgreSQL and Redis tests run when
+# TEST_POSTGRES_URL / TEST_REDIS_URL are set (CI sets them), and are skipped otherwise.
+test: web
+	go vet ./...
+	go test -race -count=1 -timeout 20m ./...

@@ -1,0 +1,27 @@
+# Multi-stage build: the browser bundle, then a static binary, then a minimal non-root image.
+# docker build -t sessiond . && docker run -p 8080:8080 -v sessiond-data:/data sessiond
+FROM node:20-bookworm-slim AS web
+WORKDIR /src/web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY web/ ./
+RUN npm run build --if-present
+
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+COPY --from=web /src/web/static/ ./web/static/
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/sessiond ./cmd/sessiond \
+ && mkdir -p /out/data && chown 65532:65532 /out/data
+
+FROM scratch
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY --from=build /out/sessiond /sessiond
+COPY --from=build --chown=65532:65532 /out/data /data
+ENV SESSIOND_ADDR=:8080 SESSIOND_DATA_DIR=/data SESSIOND_LOG_FORMAT=json
+VOLUME /data
+EXPOSE 8080
+USER 65532:65532
+ENTRYPOINT ["/sessiond"]

@@ -26,6 +26,7 @@ type config struct {
 	KeyFile          string
 	HandshakeTimeout time.Duration
 	LogFormat        string
+	AdminAddr        string
 	Policy           session.Policy
 }
 
@@ -70,6 +71,7 @@ func (c *config) settings() []setting {
 			return nil
 		}},
 		{"key-file", "SESSIOND_KEY_FILE", "", "key file (default: DATA_DIR/keys.json, generated when absent in single-node mode)", stringSetter(&c.KeyFile)},
+		{"admin-addr", "SESSIOND_ADMIN_ADDR", "", "listen address of the admin API (e.g. 127.0.0.1:8081; empty: off)", stringSetter(&c.AdminAddr)},
 		{"idle-timeout", "SESSIOND_IDLE_TIMEOUT", "30m", "inactivity after which a session ends", durationSetter(&p.IdleTimeout)},
 		{"absolute-timeout", "SESSIOND_ABSOLUTE_TIMEOUT", "12h", "session lifetime from login, never extended", durationSetter(&p.AbsoluteTimeout)},
 		{"refresh-lead", "SESSIOND_REFRESH_LEAD", "2m", "how long before a deadline devices are prompted", durationSetter(&p.RefreshLead)},
@@ -142,7 +144,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		return nil, errUsage
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (subcommands: keygen)", fs.Arg(0))
+		return nil, fmt.Errorf("unexpected argument %q (subcommands: keygen, admin)", fs.Arg(0))
 	}
 	if c.KeyFile == "" {
 		c.KeyFile = filepath.Join(c.DataDir, "keys.json")

@@ -29,6 +29,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(args) > 0 && args[0] == "keygen" {
 		return keygen(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "admin" {
+		return admin(ctx, args[1:], getenv, stdout, stderr)
+	}
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {
 		return err
@@ -173,6 +176,18 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(stri
 		ready(ln.Addr().String())
 	}
 
+	var adminSrv *http.Server
+	if cfg.AdminAddr != "" {
+		aln, err := net.Listen("tcp", cfg.AdminAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("SESSIOND_ADMIN_ADDR %s: %w", cfg.AdminAddr, err)
+		}
+		adminSrv = &http.Server{Handler: srv.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = adminSrv.Serve(aln) }()
+		log.Info().Str("addr", aln.Addr().String()).Msg("admin API listening")
+	}
+
 	bg, bgCancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer bgCancel()
 	g, gctx := errgroup.WithContext(bg)
@@ -194,6 +209,9 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(stri
 	defer cancel()
 	_ = srv.Shutdown(sctx)
 	_ = httpSrv.Shutdown(sctx)
+	if adminSrv != nil {
+		_ = adminSrv.Shutdown(sctx)
+	}
 	bgCancel()
 	if gerr := g.Wait(); gerr != nil && err == nil {
 		err = gerr

@@ -1,0 +1,83 @@
+package session
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+)
+
+// Administrative actions. Each is a security event with the stable reason "admin": it is logged
+// with a keyed hash of each session id and pushed to the affected devices.
+
+// UserSessions returns the live sessions of the user with this username. Unknown: ErrNotFound.
+func (m *Manager) UserSessions(ctx context.Context, username string) (User, []Info, error) {
+	u, err := m.userByName(ctx, username)
+	if err != nil {
+		return User{}, nil, err
+	}
+	list, err := m.List(ctx, u.ID)
+	return u, list, err
+}
+
+// AdminRevoke ends one session, whoever owns it. Unknown or already ended: ErrNotFound.
+func (m *Manager) AdminRevoke(ctx context.Context, sessionID string) error {
+	s, err := m.store.SessionByID(ctx, sessionID)
+	if err != nil {
+		return err
+	}
+	ids, err := m.store.RevokeSessions(ctx, s.UserID, []string{s.ID}, ReasonAdmin, m.now())
+	if err != nil {
+		return err
+	}
+	if len(ids) == 0 {
+		return ErrNotFound
+	}
+	m.afterRevoke(ctx, s.UserID, ids, ReasonAdmin)
+	return nil
+}
+
+// AdminRevokeUser ends every session of the user with this username.
+func (m *Manager) AdminRevokeUser(ctx context.Context, username string) ([]string, error) {
+	u, err := m.userByName(ctx, username)
+	if err != nil {
+		return nil, err
+	}
+	return m.RevokeUser(ctx, u.ID, ReasonAdmin)
+}
+
+// DeleteUser removes the account and its vault, and ends every session of it.
+func (m *Manager) DeleteUser(ctx context.Context, username string) ([]string, error) {
+	u, err := m.userByName(ctx, username)
+	if err != nil {
+		return nil, err
+	}
+	ids, err := m.store.DeleteUser(ctx, u.ID, ReasonAdmin, m.now())
+	if err != nil {
+		return nil, err
+	}
+	m.log.Warn().Str("event", "user_deleted").Str("user_id", u.ID).Int("sessions", len(ids)).Msg("user deleted by an administrator")
+	m.afterRevoke(ctx, u.ID, ids, ReasonAdmin)
+	return ids, nil
+}
+
+func (m *Manager) userByName(ctx context.Context, username string) (User, error) {
+	name, err := NormalizeUsername(username)
+	if err != nil {
+		return User{}, err
+	}
+	u, err := m.store.UserByName(ctx, name)
+	if errors.Is(err, ErrNotFound) {
+		return User{}, ErrNotFound
+	}
+	return u, err
+}
+
+// AdminToken is the bearer token of the admin API, derived from the key file so that whoever
+// holds the key file (and only they) can administer the deployment.
+func (k *Keys) AdminToken() string {
+	m := hmac.New(sha256.New, k.LogKey)
+	m.Write([]byte("sessiond admin token v1"))
+	return "sda_" + hex.EncodeToString(m.Sum(nil))
+}

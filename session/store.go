@@ -136,6 +136,13 @@ type Store interface {
 	// ErrPrecondition, nothing written.
 	PutVault(ctx context.Context, p VaultPut) (string, error)
 
+	// AddEvents appends security events, in one transaction.
+	AddEvents(ctx context.Context, events []Event) error
+	// ListEvents returns the user's most recent events, newest first, at most limit.
+	ListEvents(ctx context.Context, userID string, limit int) ([]Event, error)
+	// DeleteEventsBefore deletes at most limit events older than before and returns how many.
+	DeleteEventsBefore(ctx context.Context, before time.Time, limit int) (int, error)
+
 	// CheckKeyFingerprint records fp as the deployment's key fingerprint the first time and
 	// afterwards returns ErrKeyMismatch when fp differs.
 	CheckKeyFingerprint(ctx context.Context, fp string) error

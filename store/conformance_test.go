@@ -48,6 +48,7 @@ func runConformance(t *testing.T, open func(t *testing.T) session.Store) {
 		{"vault/etag flow", testVault},
 		{"vault/concurrent writers", testVaultConcurrent},
 		{"key fingerprint", testKeyFingerprint},
+		{"events/add, list newest first, delete by age", testEvents},
 		{"ping", func(t *testing.T, st session.Store) { must(t, st.Ping(t.Context())) }},
 	}
 	for _, tc := range tests {
@@ -929,5 +930,38 @@ func testKeyFingerprint(t *testing.T, st session.Store) {
 		} else {
 			wantErr(t, err, tc.err)
 		}
+	}
+}
+
+func testEvents(t *testing.T, st session.Store) {
+	ctx := t.Context()
+	var evs []session.Event
+	for i := 0; i < 5; i++ {
+		evs = append(evs, session.Event{ID: fmt.Sprintf("e%d", i), UserID: "u1", SessionID: "s1", Kind: session.EventLogin, Detail: []byte{byte(i)}, At: at(time.Duration(i) * time.Minute)})
+	}
+	evs = append(evs, session.Event{ID: "other", UserID: "u2", Kind: session.EventRevoked, Reason: "logout", At: at(0)})
+	must(t, st.AddEvents(ctx, evs))
+	must(t, st.AddEvents(ctx, nil))
+	got, err := st.ListEvents(ctx, "u1", 3)
+	must(t, err)
+	if len(got) != 3 || got[0].ID != "e4" || got[2].ID != "e2" || !got[0].At.Equal(at(4*time.Minute)) || got[0].Detail[0] != 4 || got[0].SessionID != "s1" {
+		t.Fatalf("ListEvents = %+v", got)
+	}
+	other, _ := st.ListEvents(ctx, "u2", 10)
+	if len(other) != 1 || other[0].Reason != "logout" || other[0].SessionID != "" {
+		t.Fatalf("other user's events = %+v", other)
+	}
+	n, err := st.DeleteEventsBefore(ctx, at(2*time.Minute), 1)
+	must(t, err)
+	if n != 1 {
+		t.Fatalf("deleted %d, want 1 (batch bound)", n)
+	}
+	n, _ = st.DeleteEventsBefore(ctx, at(2*time.Minute), 100)
+	if n != 2 { // e0/e1/other minus the one already deleted
+		t.Fatalf("deleted %d, want 2", n)
+	}
+	got, _ = st.ListEvents(ctx, "u1", 10)
+	if len(got) != 3 {
+		t.Fatalf("%d events left, want 3", len(got))
 	}
 }

@@ -1,0 +1,35 @@
+package session
+
+import "time"
+
+// Security event kinds. Each is logged as one structured line with a stable `event` name, kept
+// for the user's "recent security activity" list, and counted in the metrics.
+const (
+	EventLogin           = "login"             // a session was created by a successful login
+	EventLoginFailed     = "login_failed"      // a wrong password for a known user
+	EventRefresh         = "session_refreshed" // the token was rotated
+	EventRevoked         = "session_revoked"   // a session was ended; Reason says why
+	EventExpired         = "session_expired"   // a session reached a deadline while a device watched
+	EventPasswordChanged = "password_changed"
+	EventTokenReuse      = "token_reuse"
+	EventFingerprint     = "fingerprint_mismatch"
+	EventUserDeleted     = "user_deleted"
+	EventRegistered      = "user_registered"
+)
+
+// Event is one security-relevant happening in a user's account.
+type Event struct {
+	ID        string
+	UserID    string
+	SessionID string // may be empty
+	Kind      string
+	Reason    string // for session_revoked / session_expired: the wire reason
+	Detail    []byte // sealed EventDetail (device label, address): metadata never rests in clear
+	At        time.Time
+}
+
+// EventDetail is the part of an event that is sealed at rest.
+type EventDetail struct {
+	Device string `json:"device,omitempty"`
+	IP     string `json:"ip,omitempty"`
+}

@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"hash/maphash"
 	"sync"
 )
 
@@ -17,11 +18,16 @@ type Broker interface {
 	// It is called once, before Run and before any other method.
 	Handle(deliver func(topic string, payload []byte))
 	// Publish sends payload to every node subscribed to topic, this one included. Delivery is
-	// at most once; an error means the message certainly did not leave this node.
+	// at most once. An error means the message must be treated as lost: a broker reached over
+	// the network cannot always tell whether a write that timed out left the node.
 	Publish(ctx context.Context, topic string, payload []byte) error
-	// Subscribe makes this node receive topic's messages.
+	// Subscribe makes this node receive topic's messages; when it returns nil, a message
+	// published afterwards is delivered (if the link is up; a broker that is down records the
+	// topic and subscribes it when it connects). It is idempotent. An error leaves it unknown
+	// whether the node receives topic; calling Subscribe or Unsubscribe again settles it.
 	Subscribe(ctx context.Context, topic string) error
-	// Unsubscribe stops receiving topic's messages.
+	// Unsubscribe stops receiving topic's messages; messages already in flight may still be
+	// delivered. It is idempotent.
 	Unsubscribe(ctx context.Context, topic string) error
 	// Run keeps the cross-node link up until ctx ends.
 	Run(ctx context.Context) error
@@ -32,21 +38,50 @@ type Broker interface {
 // ErrClosed is returned by a broker used after Close.
 var ErrClosed = errors.New("hub: closed")
 
+// linkState is what the broker was last told about a topic.
+type linkState uint8
+
+const (
+	linkNone  linkState = iota // not subscribed (the zero value: absent from Hub.links)
+	linkUp                     // subscribed
+	linkDirty                  // the last broker call failed: the next one must be made
+)
+
+// lockStripes bounds the memory of per-topic ordering locks; topics that share a stripe only
+// wait for each other's broker round trip.
+const lockStripes = 256
+
 // Hub fans messages out to the sinks of this node.
 type Hub struct {
 	broker Broker
-	mu     sync.RWMutex
-	subs   map[string]map[Sink]struct{}
+	seed   maphash.Seed
+
+	mu    sync.RWMutex
+	subs  map[string]map[Sink]struct{}
+	links map[string]linkState
+
+	// order serializes the broker calls of a topic. Without it a first Subscribe and a last
+	// Unsubscribe racing on one topic could reach the broker in the opposite order and leave
+	// the node unsubscribed while it has sinks.
+	order [lockStripes]sync.Mutex
 }
 
 // New returns a Hub over broker.
 func New(b Broker) *Hub {
-	h := &Hub{broker: b, subs: map[string]map[Sink]struct{}{}}
+	h := &Hub{
+		broker: b,
+		seed:   maphash.MakeSeed(),
+		subs:   map[string]map[Sink]struct{}{},
+		links:  map[string]linkState{},
+	}
 	b.Handle(h.deliver)
 	return h
 }
 
-// Subscribe adds s to topic. The node subscribes at the broker with its first local sink.
+// Subscribe adds s to topic. The node subscribes at the broker with its first local sink, and
+// Subscribe returns once the broker has confirmed it, so a message published after Subscribe
+// returns reaches s. On error s stays subscribed (Unsubscribe removes it) and the next
+// Subscribe or Unsubscribe of topic retries the broker.
 func (h *Hub) Subscribe(ctx context.Context, topic string, s Sink) error {
 	h.mu.Lock()
 	set, ok := h.subs[topic]
@@ -56,26 +91,59 @@ func (h *Hub) Subscribe(ctx context.Context, topic string, s Sink) error {
 	}
 	set[s] = struct{}{}
 	h.mu.Unlock()
-	if ok {
-		return nil
-	}
-	return h.broker.Subscribe(ctx, topic)
+	// Reconcile even when s is not the first sink: it waits for a first sink's broker call
+	// still in flight, so the confirmation promise above holds for every sink.
+	return h.reconcile(ctx, topic)
 }
 
 // Unsubscribe removes s from topic; the node unsubscribes at the broker with its last sink.
+// Removing a sink that is not subscribed is a no-op.
 func (h *Hub) Unsubscribe(ctx context.Context, topic string, s Sink) error {
 	h.mu.Lock()
-	set := h.subs[topic]
-	delete(set, s)
-	last := len(set) == 0 && set != nil
-	if last {
-		delete(h.subs, topic)
+	if set, ok := h.subs[topic]; ok {
+		delete(set, s)
+		if len(set) == 0 {
+			delete(h.subs, topic)
+		}
 	}
 	h.mu.Unlock()
-	if !last {
+	return h.reconcile(ctx, topic)
+}
+
+// reconcile brings the broker in line with whether topic has local sinks. Each caller changed
+// the sinks before calling it, and calls are serialized per topic, so the last one to run sees
+// the final state: the broker converges whatever the interleaving.
+func (h *Hub) reconcile(ctx context.Context, topic string) error {
+	m := &h.order[maphash.String(h.seed, topic)%lockStripes]
+	m.Lock()
+	defer m.Unlock()
+
+	h.mu.RLock()
+	want := len(h.subs[topic]) > 0
+	state := h.links[topic]
+	h.mu.RUnlock()
+	if (want && state == linkUp) || (!want && state == linkNone) {
 		return nil
 	}
-	return h.broker.Unsubscribe(ctx, topic)
+
+	var err error
+	if want {
+		err = h.broker.Subscribe(ctx, topic)
+	} else {
+		err = h.broker.Unsubscribe(ctx, topic)
+	}
+
+	h.mu.Lock()
+	switch {
+	case err != nil:
+		h.links[topic] = linkDirty
+	case want:
+		h.links[topic] = linkUp
+	default:
+		delete(h.links, topic)
+	}
+	h.mu.Unlock()
+	return err
 }
 
 // Publish sends payload to every sink of topic on every node.
@@ -89,7 +157,7 @@ func (h *Hub) Run(ctx context.Context) error { return h.broker.Run(ctx) }
 // Healthy reports whether the cross-node link is up.
 func (h *Hub) Healthy() bool { return h.broker.Healthy() }
 
-// Topics returns the topics with local sinks (for re-subscribing after a broker reconnect).
+// Topics returns the topics with local sinks, in no particular order.
 func (h *Hub) Topics() []string {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
@@ -100,7 +168,8 @@ func (h *Hub) Topics() []string {
 	return out
 }
 
-// Sinks calls f for every sink subscribed on this node, once per sink.
+// Sinks calls f for every sink subscribed on this node, once per sink. f runs without the
+// Hub's lock held, so it may subscribe or unsubscribe.
 func (h *Hub) Sinks(f func(Sink)) {
 	h.mu.RLock()
 	seen := map[Sink]struct{}{}

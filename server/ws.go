@@ -53,6 +53,8 @@ type conn struct {
 	promptedIdle   time.Time
 	promptedReauth bool
 	badInARow      int
+	endingSelf     bool   // a logout of this connection's own session is under way
+	heldReason     string // a revocation of the own session that arrived meanwhile
 }
 
 // offersSubprotocol reports whether the upgrade request lists ours.
@@ -368,6 +370,11 @@ func (c *conn) handleUnauthenticated(ctx context.Context, in Inbound) {
 		}
 		c.authenticate(s)
 		c.reply(in.ID, "login.ok", map[string]any{"session": sessionObject(info, token)})
+		// The device list notice of this login was published before this connection joined
+		// the user's topic; it is the one that caused it, so it gets the list too.
+		if list, err := m.List(ctx, s.UserID); err == nil {
+			c.send(encode("notice.sessions_changed", "", map[string]any{"sessions": deviceList(list, s.ID)}))
+		}
 	case "session.resume":
 		s, err := m.Validate(ctx, in.Token)
 		if err != nil {
@@ -435,7 +442,7 @@ func (c *conn) handleAuthenticated(ctx context.Context, in Inbound) {
 	case "session.refresh":
 		c.refresh(ctx, in, s)
 	case "session.logout":
-		if err := m.Logout(ctx, s); err != nil {
+		if err := c.endSelf(func() error { return m.Logout(ctx, s) }); err != nil {
 			c.replyErr(in.ID, err)
 			return
 		}
@@ -452,7 +459,13 @@ func (c *conn) handleAuthenticated(ctx context.Context, in Inbound) {
 			c.replyErr(in.ID, newWireError(CodeBadRequest, http.StatusBadRequest, "session_id is required"))
 			return
 		}
-		ids, err := m.Revoke(ctx, s, in.SessionID)
+		var ids []string
+		revoke := func() (err error) { ids, err = m.Revoke(ctx, s, in.SessionID); return err }
+		if in.SessionID == s.ID {
+			err = c.endSelf(revoke)
+		} else {
+			err = revoke()
+		}
 		if err != nil {
 			c.replyErr(in.ID, err)
 			return
@@ -507,6 +520,28 @@ func (c *conn) handleAuthenticated(ctx context.Context, in Inbound) {
 		c.mu.Unlock()
 		c.reply(in.ID, "password.change.ok", nil)
 	}
+}
+
+// endSelf runs end, a logout of the connection's own session. The revocation it publishes
+// reaches this connection too (synchronously on a single node); it must not close it with
+// notice.revoked and 4403, since this connection ends with its reply and 1000. Should end fail,
+// a revocation of the session that arrived meanwhile is delivered after all.
+func (c *conn) endSelf(end func() error) error {
+	c.mu.Lock()
+	c.endingSelf = true
+	c.mu.Unlock()
+	err := end()
+	if err != nil {
+		c.mu.Lock()
+		c.endingSelf = false
+		held := c.heldReason
+		c.heldReason = ""
+		c.mu.Unlock()
+		if held != "" {
+			c.closeAfter(encode("notice.revoked", "", map[string]string{"reason": held}), CloseRevoked, "session revoked")
+		}
+	}
+	return err
 }
 
 func (c *conn) refresh(ctx context.Context, in Inbound, s session.Session) {
@@ -628,6 +663,13 @@ func (c *conn) Deliver(_ string, payload []byte) {
 	case eventRevoked:
 		for _, id := range ev.IDs {
 			if id == cur.ID {
+				c.mu.Lock()
+				if c.endingSelf {
+					c.heldReason = ev.Reason
+					c.mu.Unlock()
+					return
+				}
+				c.mu.Unlock()
 				c.closeAfter(encode("notice.revoked", "", map[string]string{"reason": ev.Reason}), CloseRevoked, "session revoked")
 				return
 			}

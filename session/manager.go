@@ -70,6 +70,10 @@ type Config struct {
 	Clock    Clock    // nil: SystemClock
 	Notifier Notifier // nil: NopNotifier
 	Logger   zerolog.Logger
+	// CacheUsable reports whether cached validations can be trusted, i.e. whether change
+	// notices from other nodes currently arrive. While it says no, every validation reads the
+	// store. Nil: always (a single node).
+	CacheUsable func() bool
 }
 
 // Manager runs accounts and sessions. See the package doc for its concurrency contract.
@@ -82,7 +86,8 @@ type Manager struct {
 	log      zerolog.Logger
 	opaque   *opaqueServer
 
-	cache cache
+	cache       cache
+	cacheUsable func() bool
 
 	mu      sync.Mutex
 	pending map[string]Touch     // activity not yet written
@@ -105,7 +110,7 @@ func NewManager(cfg Config) (*Manager, error) {
 	}
 	m := &Manager{
 		store: cfg.Store, keys: cfg.Keys, policy: p, clock: cfg.Clock, notifier: cfg.Notifier,
-		log: cfg.Logger, opaque: o,
+		log: cfg.Logger, opaque: o, cacheUsable: cfg.CacheUsable,
 		pending: map[string]Touch{}, idle: map[string]time.Time{}, urgent: make(chan struct{}, 1),
 	}
 	if m.clock == nil {
@@ -296,8 +301,10 @@ func (m *Manager) validate(ctx context.Context, token string) (Session, TokenHas
 
 func (m *Manager) lookup(ctx context.Context, h TokenHash, raw []byte) (cacheEntry, error) {
 	now := m.now()
-	if e, ok := m.cache.get(h, now); ok {
-		return e, nil
+	if m.cacheUsable == nil || m.cacheUsable() {
+		if e, ok := m.cache.get(h, now); ok {
+			return e, nil
+		}
 	}
 	s, match, err := m.store.SessionByToken(ctx, h[:])
 	if errors.Is(err, ErrNotFound) {
@@ -372,7 +379,7 @@ func (m *Manager) Touch(s Session) Session {
 func (m *Manager) Check(ctx context.Context, id string) (Session, error) {
 	now := m.now()
 	s, ok := m.cache.getID(id, now)
-	if !ok {
+	if !ok || (m.cacheUsable != nil && !m.cacheUsable()) {
 		var err error
 		s, err = m.store.SessionByID(ctx, id)
 		if errors.Is(err, ErrNotFound) {

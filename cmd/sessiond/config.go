@@ -22,6 +22,7 @@ type config struct {
 	DataDir          string
 	DatabaseURL      string
 	RedisURL         string
+	RedisPrefix      string
 	AllowedOrigins   []string
 	KeyFile          string
 	HandshakeTimeout time.Duration
@@ -61,6 +62,7 @@ func (c *config) settings() []setting {
 		{"data-dir", "SESSIOND_DATA_DIR", "data", "directory of the embedded store and generated keys", stringSetter(&c.DataDir)},
 		{"database-url", "SESSIOND_DATABASE_URL", "", "PostgreSQL URL; replaces the embedded store", stringSetter(&c.DatabaseURL)},
 		{"redis-url", "SESSIOND_REDIS_URL", "", "Redis URL; the hub then spans every node", stringSetter(&c.RedisURL)},
+		{"redis-prefix", "SESSIOND_REDIS_PREFIX", "sessiond:", "prefix of the Redis pub/sub channels (one deployment per prefix)", stringSetter(&c.RedisPrefix)},
 		{"allowed-origins", "SESSIOND_ALLOWED_ORIGINS", "", "comma-separated origins allowed to open WebSockets (default: the server's own)", func(v string) error {
 			c.AllowedOrigins = nil
 			for _, o := range strings.Split(v, ",") {

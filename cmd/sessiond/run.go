@@ -9,10 +9,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/mattn/go-isatty"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
@@ -125,10 +127,26 @@ func loadKeys(cfg *config, log zerolog.Logger) (*session.Keys, error) {
 	return k, nil
 }
 
-func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(string)) error {
-	if cfg.RedisURL != "" {
-		return errors.New("invalid SESSIOND_REDIS_URL: the Redis hub is not available in this build yet")
+// newBroker returns the cross-node leg of the hub: Redis pub/sub when configured, else the
+// in-process loopback. onReconnect runs after every re-established Redis link.
+func newBroker(cfg *config, log zerolog.Logger, onReconnect func()) (hub.Broker, string, func(), error) {
+	if cfg.RedisURL == "" {
+		return hub.NewLoopback(), "loopback", func() {}, nil
 	}
+	opts, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("invalid SESSIOND_REDIS_URL: %w", err)
+	}
+	client := redis.NewClient(opts)
+	r, err := hub.NewRedis(hub.RedisConfig{Client: client, Prefix: cfg.RedisPrefix, Logger: log, OnReconnect: onReconnect})
+	if err != nil {
+		client.Close()
+		return nil, "", nil, fmt.Errorf("invalid SESSIOND_REDIS_URL: %w", err)
+	}
+	return r, "redis", func() { client.Close() }, nil
+}
+
+func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(string)) error {
 	keys, err := loadKeys(cfg, log)
 	if err != nil {
 		return err
@@ -145,9 +163,21 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(stri
 		return fmt.Errorf("store: %w", err)
 	}
 
-	h := hub.New(hub.NewLoopback())
+	var srvRef atomic.Pointer[server.Server]
+	broker, hubKind, closeBroker, err := newBroker(cfg, log, func() {
+		if srv := srvRef.Load(); srv != nil {
+			rctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			srv.Reconcile(rctx)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	defer closeBroker()
+	h := hub.New(broker)
 	notifier := server.NewNotifier(h, log)
-	mgr, err := session.NewManager(session.Config{Store: st, Keys: keys, Policy: cfg.Policy, Notifier: notifier, Logger: log})
+	mgr, err := session.NewManager(session.Config{Store: st, Keys: keys, Policy: cfg.Policy, Notifier: notifier, Logger: log, CacheUsable: h.Healthy})
 	if err != nil {
 		return fmt.Errorf("invalid session policy: %w", err)
 	}
@@ -162,6 +192,7 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(stri
 	if err != nil {
 		return fmt.Errorf("invalid SESSIOND_ALLOWED_ORIGINS: %w", err)
 	}
+	srvRef.Store(srv)
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -169,7 +200,7 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(stri
 	}
 	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: nil}
 	p := mgr.Policy()
-	log.Info().Str("addr", ln.Addr().String()).Str("store", st.kind).Str("hub", "loopback").
+	log.Info().Str("addr", ln.Addr().String()).Str("store", st.kind).Str("hub", hubKind).
 		Dur("idle_timeout", p.IdleTimeout).Dur("absolute_timeout", p.AbsoluteTimeout).
 		Msg("sessiond listening; demo page at http://" + ln.Addr().String() + "/")
 	if ready != nil {

@@ -1,0 +1,65 @@
+package server
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are the node's Prometheus series. None carries a secret or a per-user label.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	authConns   prometheus.Gauge
+	logins      *prometheus.CounterVec // result: ok, failed
+	sessions    *prometheus.CounterVec // event: created, refreshed, expired, revoked; reason
+	notices     *prometheus.CounterVec // type; outcome: sent, coalesced, closed_slow
+	validation  prometheus.Histogram
+	cache       *prometheus.CounterVec // result: hit, miss
+	storeOps    *prometheus.CounterVec // op; result: ok, refused, error
+	brokerErrs  prometheus.Counter
+	swept       prometheus.Counter
+	rateLimited *prometheus.CounterVec // limit
+}
+
+// NewMetrics returns the series registered on a fresh registry, with the Go runtime and
+// process collectors.
+func NewMetrics() *Metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	f := func(c prometheus.Collector) prometheus.Collector { reg.MustRegister(c); return c }
+	m := &Metrics{reg: reg}
+	m.authConns = f(prometheus.NewGauge(prometheus.GaugeOpts{Name: "sessiond_authenticated_connections", Help: "Open WebSocket connections signed in to a session."})).(prometheus.Gauge)
+	m.logins = f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sessiond_logins_total", Help: "Completed login attempts by result (failed: wrong password or unknown user)."}, []string{"result"})).(*prometheus.CounterVec)
+	m.sessions = f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sessiond_session_events_total", Help: "Session lifecycle events by kind and reason."}, []string{"event", "reason"})).(*prometheus.CounterVec)
+	m.notices = f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sessiond_notices_total", Help: "Notices pushed to connections by type and outcome (sent, coalesced, closed_slow)."}, []string{"type", "outcome"})).(*prometheus.CounterVec)
+	m.validation = f(prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sessiond_validation_seconds", Help: "Token validation latency of API requests.", Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .1, .5}})).(prometheus.Histogram)
+	m.cache = f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sessiond_validation_cache_total", Help: "Validation cache lookups by result (hit, miss)."}, []string{"result"})).(*prometheus.CounterVec)
+	m.storeOps = f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sessiond_store_ops_total", Help: "Store operations by operation and result (ok, refused, error)."}, []string{"op", "result"})).(*prometheus.CounterVec)
+	m.brokerErrs = f(prometheus.NewCounter(prometheus.CounterOpts{Name: "sessiond_broker_errors_total", Help: "Notices that could not be published to the cross-node broker."})).(prometheus.Counter)
+	m.swept = f(prometheus.NewCounter(prometheus.CounterOpts{Name: "sessiond_swept_sessions_total", Help: "Ended sessions deleted by the sweeper."})).(prometheus.Counter)
+	m.rateLimited = f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sessiond_rate_limited_total", Help: "Requests refused by an abuse limit, by limit."}, []string{"limit"})).(*prometheus.CounterVec)
+	return m
+}
+
+// Register adds a collector (e.g. a GaugeFunc over live state) to the node's registry.
+func (m *Metrics) Register(c prometheus.Collector) { m.reg.MustRegister(c) }
+
+// Handler serves the metrics page.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// CacheLookup counts a validation cache lookup (the session manager's hook).
+func (m *Metrics) CacheLookup(hit bool) {
+	if hit {
+		m.cache.WithLabelValues("hit").Inc()
+	} else {
+		m.cache.WithLabelValues("miss").Inc()
+	}
+}
+
+// Swept counts sessions deleted by the sweeper.
+func (m *Metrics) Swept(n int) { m.swept.Add(float64(n)) }

@@ -37,6 +37,10 @@ func (s *Server) routes() {
 	mux.Handle("POST /api/v1/sessions/revoke-others", s.auth(s.handleRevokeOthers))
 	mux.Handle("GET /api/v1/vault", s.auth(s.handleGetVault))
 	mux.Handle("PUT /api/v1/vault", s.auth(s.handlePutVault))
+	mux.Handle("GET /api/v1/activity", s.auth(s.handleActivity))
+	if !s.cfg.MetricsElsewhere {
+		mux.Handle("GET /metrics", s.metrics.Handler())
+	}
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		s.httpError(w, r, newWireError(CodeNotFound, http.StatusNotFound, "no such API endpoint"))
 	})
@@ -51,7 +55,7 @@ func (s *Server) routes() {
 			files.ServeHTTP(w, r)
 		})
 	}
-	s.mux = mux
+	s.mux = securityHeaders(mux)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -88,7 +92,9 @@ func (s *Server) auth(next http.HandlerFunc) http.Handler {
 			s.httpError(w, r, newWireError(CodeUnauthenticated, http.StatusUnauthorized, "the Authorization header must use the Bearer scheme"))
 			return
 		}
+		start := time.Now()
 		sess, err := s.mgr.Validate(r.Context(), strings.TrimSpace(token))
+		s.metrics.validation.Observe(time.Since(start).Seconds())
 		if err != nil {
 			s.httpError(w, r, err)
 			return
@@ -235,4 +241,37 @@ func (s *Server) handlePutVault(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("ETag", etag(tag))
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// activityLimit is how many recent security events the activity list shows.
+const activityLimit = 50
+
+// ActivityEntry is one row of the user's recent security activity.
+type ActivityEntry struct {
+	Kind      string `json:"kind"`
+	Reason    string `json:"reason,omitempty"`
+	SessionID string `json:"session_id,omitempty"`
+	Current   bool   `json:"current"`
+	Device    string `json:"device,omitempty"`
+	IP        string `json:"ip,omitempty"`
+	At        string `json:"at"`
+}
+
+func activityList(list []session.Activity, currentID string) []ActivityEntry {
+	out := make([]ActivityEntry, 0, len(list))
+	for _, a := range list {
+		out = append(out, ActivityEntry{Kind: a.Kind, Reason: a.Reason, SessionID: a.SessionID,
+			Current: a.SessionID != "" && a.SessionID == currentID, Device: a.Device, IP: a.IP, At: wireTime(a.At)})
+	}
+	return out
+}
+
+func (s *Server) handleActivity(w http.ResponseWriter, r *http.Request) {
+	sess, _ := SessionFrom(r.Context())
+	list, err := s.mgr.Activity(r.Context(), sess.UserID, activityLimit)
+	if err != nil {
+		s.httpError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"events": activityList(list, sess.ID)})
 }

@@ -6,6 +6,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sessiond/sessiond/session"
 )
 
 // Metrics are the node's Prometheus series. None carries a secret or a per-user label.
@@ -63,3 +65,30 @@ func (m *Metrics) CacheLookup(hit bool) {
 
 // Swept counts sessions deleted by the sweeper.
 func (m *Metrics) Swept(n int) { m.swept.Add(float64(n)) }
+
+// SecurityEvent implements session.Observer.
+func (m *Metrics) SecurityEvent(kind, reason string) {
+	switch kind {
+	case session.EventLogin:
+		m.logins.WithLabelValues("ok").Inc()
+		m.sessions.WithLabelValues("created", "").Inc()
+	case session.EventLoginFailed:
+		m.logins.WithLabelValues("failed").Inc()
+	case session.EventRefresh:
+		m.sessions.WithLabelValues("refreshed", "").Inc()
+	case session.EventRevoked:
+		m.sessions.WithLabelValues("revoked", reason).Inc()
+	case session.EventExpired:
+		m.sessions.WithLabelValues("expired", reason).Inc()
+	default:
+		m.sessions.WithLabelValues(kind, reason).Inc()
+	}
+}
+
+var _ session.Observer = (*Metrics)(nil)
+
+func (m *Metrics) notice(typ, outcome string) {
+	if m != nil {
+		m.notices.WithLabelValues(typ, outcome).Inc()
+	}
+}

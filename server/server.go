@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/sessiond/sessiond/hub"
@@ -32,6 +33,14 @@ type Config struct {
 	Ready func(ctx context.Context) error
 	// Web is the demo page's file tree, served at /. Nil: no page.
 	Web fs.FS
+	// Metrics are the node's series (nil: a fresh set). Served at /metrics unless
+	// MetricsElsewhere (then the caller serves Metrics.Handler on its own listener).
+	Metrics          *Metrics
+	MetricsElsewhere bool
+	// Limits are the abuse limits (zero fields: defaults); Counter counts the login limits
+	// (nil: in process; give one over Redis to share the budget between nodes).
+	Limits  Limits
+	Counter Counter
 }
 
 // Server is sessiond's HTTP handler.
@@ -40,7 +49,12 @@ type Server struct {
 	mgr *session.Manager
 	hub *hub.Hub
 	log zerolog.Logger
-	mux *http.ServeMux
+	mux http.Handler
+
+	metrics      *Metrics
+	limits       Limits
+	counter      Counter
+	connsPerAddr connCounter
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
@@ -64,7 +78,23 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	s := &Server{cfg: cfg, mgr: cfg.Manager, hub: cfg.Hub, log: cfg.Logger, conns: map[*conn]struct{}{}}
+	s := &Server{cfg: cfg, mgr: cfg.Manager, hub: cfg.Hub, log: cfg.Logger, conns: map[*conn]struct{}{},
+		metrics: cfg.Metrics, limits: cfg.Limits.withDefaults(), counter: cfg.Counter}
+	if s.metrics == nil {
+		s.metrics = NewMetrics()
+	}
+	if s.counter == nil {
+		s.counter = NewMemoryCounter()
+	}
+	s.metrics.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sessiond_connections", Help: "Open WebSocket connections."},
+		func() float64 { return float64(s.Connections()) }))
+	s.metrics.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sessiond_hub_healthy", Help: "1 while notices flow between nodes."},
+		func() float64 {
+			if s.hub.Healthy() {
+				return 1
+			}
+			return 0
+		}))
 	s.routes()
 	return s, nil
 }
@@ -156,6 +186,29 @@ func normalizeOrigin(o string) (string, error) {
 }
 
 func quote(s string) string { return "\"" + s + "\"" }
+
+// Metrics returns the node's metrics.
+func (s *Server) Metrics() *Metrics { return s.metrics }
+
+// limited counts one event against key and reports whether it is over max. A counter failure
+// (a shared store down) lets the event through and is logged.
+func (s *Server) limited(ctx context.Context, name, key string, max int) bool {
+	isOver, err := over(ctx, s.counter, key, max, s.limits.Window)
+	if err != nil {
+		s.log.Warn().Err(err).Str("limit", name).Msg("rate limit counter unavailable; allowing")
+		return false
+	}
+	if isOver {
+		s.metrics.rateLimited.WithLabelValues(name).Inc()
+	}
+	return isOver
+}
+
+// userLimitKey is the login-limit key of a normalised username: a keyed hash, so that counters
+// kept in a shared store do not list usernames.
+func (s *Server) userLimitKey(name string) string {
+	return "login-user:" + s.mgr.Keys().LogID("username:"+name)
+}
 
 // clientIP is the peer's address (trusted proxies are not configured).
 func (s *Server) clientIP(r *http.Request) string {

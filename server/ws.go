@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/sessiond/sessiond/session"
 )
@@ -39,6 +40,9 @@ type conn struct {
 	ip        string
 	userAgent string
 
+	limiter *rate.Limiter // client messages
+	overs   int           // messages refused by the limiter in a row
+
 	out     chan outItem
 	changed atomic.Pointer[[]byte] // newest coalesced notice.sessions_changed
 	closing atomic.Bool
@@ -49,6 +53,7 @@ type conn struct {
 	login          *session.Login
 	pwChange       bool
 	pendingLabel   string
+	loginKey       string // the username's rate-limit key of the login in progress
 	timer          *time.Timer
 	promptedIdle   time.Time
 	promptedReauth bool
@@ -78,6 +83,13 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		s.httpError(w, r, newWireError(CodeForbidden, http.StatusForbidden, "this Origin may not open a WebSocket here"))
 		return
 	}
+	ip := s.clientIP(r)
+	if !s.connsPerAddr.acquire(ip, s.limits.ConnectionsPerAddr) {
+		s.metrics.rateLimited.WithLabelValues("connections_per_address").Inc()
+		s.httpError(w, r, newWireError(CodeRateLimited, http.StatusTooManyRequests, "too many connections from this address"))
+		return
+	}
+	defer s.connsPerAddr.release(ip)
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		Subprotocols:       []string{Subprotocol},
 		InsecureSkipVerify: true, // the Origin was checked above against our own allow-list
@@ -89,8 +101,9 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(MaxMessageBytes)
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	c := &conn{
-		srv: s, ws: ws, ctx: ctx, cancel: cancel, ip: s.clientIP(r), userAgent: r.UserAgent(),
-		out: make(chan outItem, outQueueLen),
+		srv: s, ws: ws, ctx: ctx, cancel: cancel, ip: ip, userAgent: r.UserAgent(),
+		out:     make(chan outItem, outQueueLen),
+		limiter: rate.NewLimiter(rate.Limit(s.limits.MessagesPerSecond), s.limits.MessageBurst),
 	}
 	if !s.track(c) {
 		ws.Close(websocket.StatusGoingAway, "server shutting down")
@@ -180,6 +193,7 @@ func (c *conn) send(data []byte) {
 	select {
 	case c.out <- outItem{data: data}:
 	default:
+		c.srv.metrics.notice("any", "closed_slow")
 		c.closeNow(websocket.StatusTryAgainLater, "too slow to keep up; reconnect and resume")
 	}
 }
@@ -213,6 +227,7 @@ func (c *conn) cleanup() {
 	}
 	c.mu.Unlock()
 	if sess != nil {
+		c.srv.metrics.authConns.Dec()
 		_ = c.srv.hub.Unsubscribe(context.Background(), userTopic(sess.UserID), c)
 	}
 	c.ws.CloseNow()
@@ -235,6 +250,21 @@ func (c *conn) handle(data []byte) {
 		c.bad(in.ID, err)
 		return
 	}
+	if !c.limiter.Allow() {
+		c.srv.metrics.rateLimited.WithLabelValues("messages_per_connection").Inc()
+		c.replyErr(in.ID, ErrRateLimited)
+		c.mu.Lock()
+		c.overs++
+		n := c.overs
+		c.mu.Unlock()
+		if n > c.srv.limits.MessageBurst {
+			c.closeAfter(nil, CloseRateLimited, "rate limited")
+		}
+		return
+	}
+	c.mu.Lock()
+	c.overs = 0
+	c.mu.Unlock()
 	ctx := c.ctx
 	switch in.Type {
 	case "register.start", "register.finish", "login.start", "login.finish", "session.resume":
@@ -242,7 +272,7 @@ func (c *conn) handle(data []byte) {
 	case "ping":
 		c.reply(in.ID, "pong", nil)
 	case "session.refresh", "session.logout", "sessions.list", "sessions.revoke", "sessions.revoke_others",
-		"password.change.start", "password.change.finish":
+		"password.change.start", "password.change.finish", "activity.list":
 		c.handleAuthenticated(ctx, in)
 	default:
 		c.bad(in.ID, newWireError(CodeUnknownType, http.StatusBadRequest, "unknown message type"))
@@ -280,6 +310,10 @@ func (c *conn) handleUnauthenticated(ctx context.Context, in Inbound) {
 	}
 	switch in.Type {
 	case "register.start":
+		if c.srv.limited(ctx, "registrations_per_address", "reg-addr:"+c.ip, c.srv.limits.RegistrationsPerAddr) {
+			c.replyErr(in.ID, ErrRateLimited)
+			return
+		}
 		req, err := session.DecodeB64(in.Request)
 		if err != nil {
 			c.replyErr(in.ID, err)
@@ -330,11 +364,27 @@ func (c *conn) handleUnauthenticated(ctx context.Context, in Inbound) {
 			c.replyErr(in.ID, newWireError(CodeBadRequest, http.StatusBadRequest, "device label is longer than 128 characters"))
 			return
 		}
+		if c.srv.limited(ctx, "logins_per_address", "login-addr:"+c.ip, c.srv.limits.LoginsPerAddress) {
+			c.replyErr(in.ID, ErrRateLimited)
+			return
+		}
+		// Every login.start counts against the username until a login.finish succeeds: wrong
+		// passwords and abandoned attempts (a client that cannot open its envelope just stops)
+		// alike.
+		userKey := ""
+		if name, err := session.NormalizeUsername(in.Username); err == nil {
+			userKey = c.srv.userLimitKey(name)
+			if c.srv.limited(ctx, "login_failures_per_user", userKey, c.srv.limits.LoginFailuresPerUser) {
+				c.replyErr(in.ID, ErrRateLimited)
+				return
+			}
+		}
 		ke2, l, err := m.LoginStart(ctx, in.Username, ke1)
 		c.mu.Lock()
 		c.login = nil // a new login.start restarts the login, even a failed one
 		if err == nil {
 			c.login = l
+			c.loginKey = userKey
 		}
 		c.mu.Unlock()
 		if err != nil {
@@ -348,6 +398,7 @@ func (c *conn) handleUnauthenticated(ctx context.Context, in Inbound) {
 		l := c.login
 		c.login = nil
 		label := c.pendingLabel
+		userKey := c.loginKey
 		c.mu.Unlock()
 		if l == nil {
 			c.replyErr(in.ID, outOfOrder("login.finish must follow login.start"))
@@ -362,6 +413,9 @@ func (c *conn) handleUnauthenticated(ctx context.Context, in Inbound) {
 		if err != nil {
 			c.replyErr(in.ID, err)
 			return
+		}
+		if userKey != "" {
+			_, _ = c.srv.counter.Add(ctx, userKey, -1, c.srv.limits.Window)
 		}
 		s, err := m.Check(ctx, info.ID)
 		if err != nil {
@@ -405,6 +459,7 @@ func (c *conn) authenticate(s session.Session) {
 	if err := c.srv.hub.Subscribe(c.ctx, userTopic(s.UserID), c); err != nil {
 		c.srv.log.Warn().Err(err).Msg("hub subscribe failed; notices for this device rely on validation")
 	}
+	c.srv.metrics.authConns.Inc()
 	c.mu.Lock()
 	c.sess = &s
 	c.reg, c.login = nil, nil
@@ -441,6 +496,13 @@ func (c *conn) handleAuthenticated(ctx context.Context, in Inbound) {
 	switch in.Type {
 	case "session.refresh":
 		c.refresh(ctx, in, s)
+	case "activity.list":
+		list, err := m.Activity(ctx, s.UserID, activityLimit)
+		if err != nil {
+			c.replyErr(in.ID, err)
+			return
+		}
+		c.reply(in.ID, "activity", map[string]any{"events": activityList(list, s.ID)})
 	case "session.logout":
 		if err := c.endSelf(func() error { return m.Logout(ctx, s) }); err != nil {
 			c.replyErr(in.ID, err)
@@ -538,7 +600,7 @@ func (c *conn) endSelf(end func() error) error {
 		c.heldReason = ""
 		c.mu.Unlock()
 		if held != "" {
-			c.closeAfter(encode("notice.revoked", "", map[string]string{"reason": held}), CloseRevoked, "session revoked")
+			c.revokedNotice(held)
 		}
 	}
 	return err
@@ -568,18 +630,30 @@ func (c *conn) refreshed(id string, info session.Info, token string) {
 // ended tells the device why its session is over and closes the connection.
 func (c *conn) ended(s session.Session) {
 	if s.ID == "" {
-		c.closeAfter(encode("notice.revoked", "", map[string]string{"reason": session.ReasonAdmin}), CloseRevoked, "session revoked")
+		// The row is gone: swept after its end, or its user deleted.
+		c.revokedNotice(session.ReasonAdmin)
 		return
 	}
 	now := c.srv.mgr.Now()
 	switch {
 	case !s.RevokedAt.IsZero():
-		c.closeAfter(encode("notice.revoked", "", map[string]string{"reason": s.RevokeReason}), CloseRevoked, "session revoked")
+		c.revokedNotice(s.RevokeReason)
 	case !now.Before(s.ExpiresAt):
-		c.closeAfter(encode("notice.expired", "", map[string]string{"reason": session.ReasonAbsolute}), CloseExpired, "session expired")
+		c.expiredNotice(s, session.ReasonAbsolute)
 	default:
-		c.closeAfter(encode("notice.expired", "", map[string]string{"reason": session.ReasonIdle}), CloseExpired, "session expired")
+		c.expiredNotice(s, session.ReasonIdle)
 	}
+}
+
+func (c *conn) revokedNotice(reason string) {
+	c.srv.metrics.notice("notice.revoked", "sent")
+	c.closeAfter(encode("notice.revoked", "", map[string]string{"reason": reason}), CloseRevoked, "session revoked")
+}
+
+func (c *conn) expiredNotice(s session.Session, reason string) {
+	c.srv.metrics.notice("notice.expired", "sent")
+	c.srv.mgr.RecordExpiry(c.ctx, s, reason)
+	c.closeAfter(encode("notice.expired", "", map[string]string{"reason": reason}), CloseExpired, "session expired")
 }
 
 // scheduleLocked sets the lifecycle timer to the next moment something is due. c.mu is held.
@@ -638,10 +712,12 @@ func (c *conn) onTimer() {
 	idle, abs := c.sess.IdleExpiresAt, c.sess.ExpiresAt
 	if idle.Before(abs) && !now.Before(idle.Add(-lead)) && !c.promptedIdle.Equal(idle) {
 		c.promptedIdle = idle
+		c.srv.metrics.notice("notice.refresh_due", "sent")
 		c.send(encode("notice.refresh_due", "", map[string]any{"idle_expires_at": wireTime(idle), "in_ms": max(idle.Sub(now).Milliseconds(), 0)}))
 	}
 	if !now.Before(abs.Add(-lead)) && !c.promptedReauth {
 		c.promptedReauth = true
+		c.srv.metrics.notice("notice.reauth_due", "sent")
 		c.send(encode("notice.reauth_due", "", map[string]any{"expires_at": wireTime(abs), "in_ms": max(abs.Sub(now).Milliseconds(), 0)}))
 	}
 	c.scheduleLocked()
@@ -670,7 +746,7 @@ func (c *conn) Deliver(_ string, payload []byte) {
 					return
 				}
 				c.mu.Unlock()
-				c.closeAfter(encode("notice.revoked", "", map[string]string{"reason": ev.Reason}), CloseRevoked, "session revoked")
+				c.revokedNotice(ev.Reason)
 				return
 			}
 		}
@@ -686,8 +762,10 @@ func (c *conn) Deliver(_ string, payload []byte) {
 		}
 		select {
 		case c.out <- outItem{data: msg}:
+			c.srv.metrics.notice("notice.sessions_changed", "sent")
 		default:
 			// The list supersedes older ones: keep only the newest for when the writer catches up.
+			c.srv.metrics.notice("notice.sessions_changed", "coalesced")
 			c.changed.Store(&msg)
 		}
 	}

@@ -57,7 +57,7 @@ func (m *Manager) DeleteUser(ctx context.Context, username string) ([]string, er
 	if err != nil {
 		return nil, err
 	}
-	m.log.Warn().Str("event", "user_deleted").Str("user_id", u.ID).Int("sessions", len(ids)).Msg("user deleted by an administrator")
+	m.emit(ctx, Event{Kind: EventUserDeleted, UserID: u.ID})
 	m.afterRevoke(ctx, u.ID, ids, ReasonAdmin)
 	return ids, nil
 }

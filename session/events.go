@@ -33,3 +33,29 @@ type EventDetail struct {
 	Device string `json:"device,omitempty"`
 	IP     string `json:"ip,omitempty"`
 }
+
+// Observer receives what the metrics count. Nil fields of Config mean no observer.
+type Observer interface {
+	// SecurityEvent is called once per event (and per revoked session).
+	SecurityEvent(kind, reason string)
+	// CacheLookup is called for every validation lookup.
+	CacheLookup(hit bool)
+	// Swept is called with the number of sessions a sweep deleted.
+	Swept(n int)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) SecurityEvent(string, string) {}
+func (nopObserver) CacheLookup(bool)             {}
+func (nopObserver) Swept(int)                    {}
+
+// persisted says which kinds enter the user's activity list: what a person would want to see
+// ("a new sign-in", "signed out by …"), not routine token rotation.
+var persisted = map[string]bool{
+	EventLogin: true, EventLoginFailed: true, EventRevoked: true, EventExpired: false,
+	EventPasswordChanged: true, EventTokenReuse: true, EventFingerprint: true, EventRegistered: true,
+}
+
+// EventsRetention is how long security events are kept for the activity list.
+const EventsRetention = 30 * 24 * time.Hour

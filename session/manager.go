@@ -70,6 +70,7 @@ type Config struct {
 	Clock    Clock    // nil: SystemClock
 	Notifier Notifier // nil: NopNotifier
 	Logger   zerolog.Logger
+	Observer Observer // nil: none
 	// CacheUsable reports whether cached validations can be trusted, i.e. whether change
 	// notices from other nodes currently arrive. While it says no, every validation reads the
 	// store. Nil: always (a single node).
@@ -88,6 +89,7 @@ type Manager struct {
 
 	cache       cache
 	cacheUsable func() bool
+	observer    Observer
 
 	mu      sync.Mutex
 	pending map[string]Touch     // activity not yet written
@@ -118,6 +120,10 @@ func NewManager(cfg Config) (*Manager, error) {
 	}
 	if m.notifier == nil {
 		m.notifier = NopNotifier{}
+	}
+	m.observer = cfg.Observer
+	if m.observer == nil {
+		m.observer = nopObserver{}
 	}
 	m.cache.init(p.CacheTTL)
 	return m, nil
@@ -177,7 +183,7 @@ func (m *Manager) RegisterFinish(ctx context.Context, r *Registration, record []
 	if err := m.store.CreateUser(ctx, u); err != nil {
 		return "", err
 	}
-	m.log.Info().Str("event", "user_registered").Str("user_id", u.ID).Msg("user registered")
+	m.emit(ctx, Event{Kind: EventRegistered, UserID: u.ID})
 	return u.ID, nil
 }
 
@@ -224,7 +230,12 @@ func (m *Manager) LoginStart(ctx context.Context, username string, ke1 []byte) (
 func (m *Manager) LoginFinish(ctx context.Context, l *Login, ke3 []byte, dev DeviceInfo) (Info, string, error) {
 	if err := m.opaque.finish(l.out, ke3); err != nil {
 		if errors.Is(err, ErrAuthFailed) {
-			m.log.Info().Str("event", "login_failed").Msg("login failed")
+			if l.fake {
+				// No account to show it to; counted and logged without a user id.
+				m.emit(ctx, Event{Kind: EventLoginFailed})
+			} else {
+				m.emit(ctx, Event{Kind: EventLoginFailed, UserID: l.user.ID})
+			}
 		}
 		return Info{}, "", err
 	}
@@ -250,7 +261,7 @@ func (m *Manager) createSession(ctx context.Context, u User, dev DeviceInfo) (In
 	if err != nil {
 		return Info{}, "", err
 	}
-	m.log.Info().Str("event", "session_created").Str("session", m.keys.LogID(s.ID)).Str("user_id", u.ID).Msg("session created")
+	m.emit(ctx, m.eventWithDetail(Event{Kind: EventLogin, UserID: u.ID, SessionID: s.ID, At: now}, dev))
 	if len(evicted) > 0 {
 		m.afterRevoke(ctx, u.ID, evicted, ReasonSessionLimit)
 	} else {
@@ -284,7 +295,7 @@ func (m *Manager) validate(ctx context.Context, token string) (Session, TokenHas
 	m.overlayIdle(&s)
 	if e.match.Retired && !now.Before(e.match.GraceUntil) {
 		if s.Live(now) {
-			m.log.Warn().Str("event", "token_reuse").Str("session", m.keys.LogID(s.ID)).Str("user_id", s.UserID).Msg("rotated token reused after its grace period; session revoked")
+			m.emit(ctx, Event{Kind: EventTokenReuse, UserID: s.UserID, SessionID: s.ID})
 			ids, rerr := m.store.RevokeSessions(ctx, s.UserID, []string{s.ID}, ReasonTokenReuse, now)
 			if rerr != nil {
 				return Session{}, h, e.match, rerr
@@ -303,9 +314,11 @@ func (m *Manager) lookup(ctx context.Context, h TokenHash, raw []byte) (cacheEnt
 	now := m.now()
 	if m.cacheUsable == nil || m.cacheUsable() {
 		if e, ok := m.cache.get(h, now); ok {
+			m.observer.CacheLookup(true)
 			return e, nil
 		}
 	}
+	m.observer.CacheLookup(false)
 	s, match, err := m.store.SessionByToken(ctx, h[:])
 	if errors.Is(err, ErrNotFound) {
 		// Tokens issued under an older token key are still found under it.
@@ -441,7 +454,7 @@ func (m *Manager) RefreshSession(ctx context.Context, s Session) (Info, string, 
 	m.notifier.Rotated(ctx, s.UserID, s.ID)
 	s.TokenHash = nh[:]
 	s = m.Touch(s)
-	m.log.Info().Str("event", "session_refreshed").Str("session", m.keys.LogID(s.ID)).Msg("session token rotated")
+	m.emit(ctx, Event{Kind: EventRefresh, UserID: s.UserID, SessionID: s.ID})
 	return m.info(s), newToken, nil
 }
 
@@ -525,7 +538,7 @@ func (m *Manager) PasswordChangeFinish(ctx context.Context, caller Session, reco
 	if err != nil {
 		return nil, err
 	}
-	m.log.Info().Str("event", "password_changed").Str("session", m.keys.LogID(caller.ID)).Str("user_id", caller.UserID).Int("revoked", len(ids)).Msg("password changed")
+	m.emit(ctx, Event{Kind: EventPasswordChanged, UserID: caller.UserID, SessionID: caller.ID})
 	m.afterRevoke(ctx, caller.UserID, ids, ReasonPasswordChanged)
 	if len(ids) == 0 {
 		m.notifier.Changed(ctx, caller.UserID)
@@ -539,9 +552,11 @@ func (m *Manager) afterRevoke(ctx context.Context, userID string, ids []string, 
 		return
 	}
 	m.Invalidate(ids...)
-	for _, id := range ids {
-		m.log.Info().Str("event", "session_revoked").Str("session", m.keys.LogID(id)).Str("user_id", userID).Str("reason", reason).Msg("session revoked")
+	evs := make([]Event, len(ids))
+	for i, id := range ids {
+		evs[i] = Event{Kind: EventRevoked, UserID: userID, SessionID: id, Reason: reason}
 	}
+	m.emit(ctx, evs...)
 	m.notifier.Revoked(ctx, userID, ids, reason)
 	m.notifier.Changed(ctx, userID)
 }
@@ -661,6 +676,11 @@ func (m *Manager) Sweep(ctx context.Context) (int, error) {
 		if n < m.policy.SweepBatch {
 			if total > 0 {
 				m.log.Info().Str("event", "sweep").Int("deleted", total).Msg("ended sessions swept")
+				m.observer.Swept(total)
+			}
+			// Security events have their own, longer retention.
+			if _, err := m.store.DeleteEventsBefore(ctx, m.now().Add(-EventsRetention), m.policy.SweepBatch); err != nil {
+				return total, err
 			}
 			return total, nil
 		}

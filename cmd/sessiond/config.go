@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sessiond/sessiond/server"
 	"github.com/sessiond/sessiond/session"
 )
 
@@ -28,6 +29,8 @@ type config struct {
 	HandshakeTimeout time.Duration
 	LogFormat        string
 	AdminAddr        string
+	MetricsAddr      string
+	Limits           server.Limits
 	Policy           session.Policy
 }
 
@@ -47,6 +50,17 @@ func durationSetter(d *time.Duration) func(string) error {
 			return fmt.Errorf("%q must be positive", v)
 		}
 		*d = x
+		return nil
+	}
+}
+
+func intSetter(n *int) func(string) error {
+	return func(v string) error {
+		x, err := strconv.Atoi(v)
+		if err != nil || x <= 0 {
+			return fmt.Errorf("%q is not a whole number > 0", v)
+		}
+		*n = x
 		return nil
 	}
 }
@@ -74,6 +88,19 @@ func (c *config) settings() []setting {
 		}},
 		{"key-file", "SESSIOND_KEY_FILE", "", "key file (default: DATA_DIR/keys.json, generated when absent in single-node mode)", stringSetter(&c.KeyFile)},
 		{"admin-addr", "SESSIOND_ADMIN_ADDR", "", "listen address of the admin API (e.g. 127.0.0.1:8081; empty: off)", stringSetter(&c.AdminAddr)},
+		{"metrics-addr", "SESSIOND_METRICS_ADDR", "", "serve /metrics on this address instead of the main listener", stringSetter(&c.MetricsAddr)},
+		{"login-limit-per-user", "SESSIOND_LOGIN_LIMIT_PER_USER", "10", "failed or abandoned logins per username per minute", intSetter(&c.Limits.LoginFailuresPerUser)},
+		{"login-limit-per-address", "SESSIOND_LOGIN_LIMIT_PER_ADDRESS", "200", "login attempts per client address per minute", intSetter(&c.Limits.LoginsPerAddress)},
+		{"register-limit-per-address", "SESSIOND_REGISTER_LIMIT_PER_ADDRESS", "200", "registrations per client address per minute", intSetter(&c.Limits.RegistrationsPerAddr)},
+		{"messages-per-second", "SESSIOND_MESSAGES_PER_SECOND", "50", "client messages per connection per second (burst: twice that)", func(v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				return fmt.Errorf("%q is not a whole number > 0", v)
+			}
+			c.Limits.MessagesPerSecond, c.Limits.MessageBurst = float64(n), 2*n
+			return nil
+		}},
+		{"connections-per-address", "SESSIOND_CONNECTIONS_PER_ADDRESS", "2000", "concurrent WebSockets per client address", intSetter(&c.Limits.ConnectionsPerAddr)},
 		{"idle-timeout", "SESSIOND_IDLE_TIMEOUT", "30m", "inactivity after which a session ends", durationSetter(&p.IdleTimeout)},
 		{"absolute-timeout", "SESSIOND_ABSOLUTE_TIMEOUT", "12h", "session lifetime from login, never extended", durationSetter(&p.AbsoluteTimeout)},
 		{"refresh-lead", "SESSIOND_REFRESH_LEAD", "2m", "how long before a deadline devices are prompted", durationSetter(&p.RefreshLead)},

@@ -156,6 +156,8 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(stri
 		return err
 	}
 	defer st.close()
+	metrics := server.NewMetrics()
+	instrumented := server.InstrumentStore(st, metrics)
 	if err := st.CheckKeyFingerprint(ctx, keys.Fingerprint()); err != nil {
 		if errors.Is(err, session.ErrKeyMismatch) {
 			return fmt.Errorf("SESSIOND_KEY_FILE: this node's keys differ from the ones this store was set up with; start every node with the same key file")
@@ -177,7 +179,8 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(stri
 	defer closeBroker()
 	h := hub.New(broker)
 	notifier := server.NewNotifier(h, log)
-	mgr, err := session.NewManager(session.Config{Store: st, Keys: keys, Policy: cfg.Policy, Notifier: notifier, Logger: log, CacheUsable: h.Healthy})
+	mgr, err := session.NewManager(session.Config{Store: instrumented, Keys: keys, Policy: cfg.Policy, Notifier: notifier,
+		Logger: log, CacheUsable: h.Healthy, Observer: metrics})
 	if err != nil {
 		return fmt.Errorf("invalid session policy: %w", err)
 	}
@@ -188,6 +191,7 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(stri
 	srv, err := server.New(server.Config{
 		Manager: mgr, Hub: h, Logger: log, AllowedOrigins: cfg.AllowedOrigins,
 		HandshakeTimeout: cfg.HandshakeTimeout, Ready: st.Ping, Web: web.Static(),
+		Metrics: metrics, MetricsElsewhere: cfg.MetricsAddr != "", Limits: cfg.Limits,
 	})
 	if err != nil {
 		return fmt.Errorf("invalid SESSIOND_ALLOWED_ORIGINS: %w", err)
@@ -219,6 +223,20 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(stri
 		log.Info().Str("addr", aln.Addr().String()).Msg("admin API listening")
 	}
 
+	var metricsSrv *http.Server
+	if cfg.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("SESSIOND_METRICS_ADDR %s: %w", cfg.MetricsAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metrics.Handler())
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = metricsSrv.Serve(mln) }()
+		log.Info().Str("addr", mln.Addr().String()).Msg("metrics listening")
+	}
+
 	bg, bgCancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer bgCancel()
 	g, gctx := errgroup.WithContext(bg)
@@ -242,6 +260,9 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(stri
 	_ = httpSrv.Shutdown(sctx)
 	if adminSrv != nil {
 		_ = adminSrv.Shutdown(sctx)
+	}
+	if metricsSrv != nil {
+		_ = metricsSrv.Shutdown(sctx)
 	}
 	bgCancel()
 	if gerr := g.Wait(); gerr != nil && err == nil {

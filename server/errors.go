@@ -25,6 +25,7 @@ const (
 	CodePreconditionFailed = "precondition_failed"
 	CodeConflict           = "conflict"
 	CodeTooLarge           = "too_large"
+	CodeProofInvalid       = "proof_invalid"
 )
 
 // ErrRateLimited is returned when a caller is over one of the abuse limits.
@@ -47,6 +48,7 @@ var errorTable = []struct {
 	{session.ErrConflict, CodeConflict, http.StatusConflict, ""},
 	{session.ErrTooLarge, CodeTooLarge, http.StatusRequestEntityTooLarge, "too large"},
 	{session.ErrUnavailable, CodeUnavailable, http.StatusServiceUnavailable, "the service is temporarily unavailable; try again"},
+	{session.ErrProof, CodeProofInvalid, http.StatusUnauthorized, ""},
 	{ErrRateLimited, CodeRateLimited, http.StatusTooManyRequests, "too many requests; slow down"},
 }
 
@@ -85,7 +87,7 @@ func classify(err error) (*wireError, bool) {
 // empty" → "username is empty"); domain errors carry no secrets.
 func publicMessage(err error) string {
 	s := err.Error()
-	for _, p := range []string{"session: bad input: ", "session: conflicting update: "} {
+	for _, p := range []string{"session: bad input: ", "session: conflicting update: ", "session: proof of possession failed: "} {
 		if len(s) > len(p) && s[:len(p)] == p {
 			return s[len(p):]
 		}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -74,6 +75,8 @@ func (s *Server) httpError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("WWW-Authenticate", "Bearer")
 	case CodeSessionInvalid:
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+	case CodeProofInvalid:
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token", error_description="proof of possession required"`)
 	}
 	writeJSON(w, we.status, errorFields{Code: we.code, Message: we.msg})
 }
@@ -98,6 +101,16 @@ func (s *Server) auth(next http.HandlerFunc) http.Handler {
 		if err != nil {
 			s.httpError(w, r, err)
 			return
+		}
+		if err := s.mgr.CheckClient(r.Context(), sess, session.Client{IP: s.clientIP(r), UserAgent: r.UserAgent()}); err != nil {
+			s.httpError(w, r, err)
+			return
+		}
+		if len(s.mgr.Device(sess).PoPKey) > 0 {
+			if err := s.verifyProof(r, sess); err != nil {
+				s.httpError(w, r, err)
+				return
+			}
 		}
 		sess = s.mgr.Touch(sess)
 		next(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, sess)))
@@ -274,4 +287,31 @@ func (s *Server) handleActivity(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"events": activityList(list, sess.ID)})
+}
+
+// ProofHeader carries a request's proof of possession (see docs/PROTOCOL.md).
+const ProofHeader = "Sessiond-PoP"
+
+// verifyProof checks the request's proof of possession. It reads the body (at most the vault
+// limit) to hash it and puts it back for the handler.
+func (s *Server) verifyProof(r *http.Request, sess session.Session) error {
+	var body []byte
+	if r.Body != nil {
+		b, err := io.ReadAll(io.LimitReader(r.Body, session.MaxVaultSize+1))
+		if err != nil {
+			return newWireError(CodeBadRequest, http.StatusBadRequest, "the request body could not be read")
+		}
+		body = b
+		r.Body = io.NopCloser(bytes.NewReader(b))
+	}
+	return s.mgr.VerifyProof(sess, r.Header.Get(ProofHeader), r.Method, r.URL.RequestURI(), body, s.proofSeen(r.Context()))
+}
+
+// proofSeen reports whether a proof's MAC was already used within the window, on any node that
+// shares the counter.
+func (s *Server) proofSeen(ctx context.Context) func([]byte) bool {
+	return func(sig []byte) bool {
+		n, err := s.counter.Add(ctx, "pop:"+session.EncodeB64(sig), 1, 2*session.ProofWindow)
+		return err == nil && n > 1
+	}
 }

@@ -37,6 +37,7 @@ type Inbound struct {
 	Device    string `json:"device,omitempty"`
 	Token     string `json:"token,omitempty"`
 	SessionID string `json:"session_id,omitempty"`
+	Proof     string `json:"proof,omitempty"`
 }
 
 // DecodeInbound parses one client frame. It returns the message and, when the frame is not a
@@ -79,11 +80,13 @@ type SessionObject struct {
 	LastSeenAt    string `json:"last_seen_at"`
 	IdleExpiresAt string `json:"idle_expires_at"`
 	ExpiresAt     string `json:"expires_at"`
+	// PoP is true when the session requires a proof of possession (addition).
+	PoP bool `json:"pop,omitempty"`
 }
 
 func sessionObject(i session.Info, token string) SessionObject {
 	return SessionObject{
-		ID: i.ID, Token: token, UserID: i.UserID, VaultID: i.VaultID, Device: i.Device.Label,
+		ID: i.ID, Token: token, UserID: i.UserID, VaultID: i.VaultID, Device: i.Device.Label, PoP: len(i.Device.PoPKey) > 0,
 		CreatedAt: wireTime(i.CreatedAt), LastSeenAt: wireTime(i.LastSeenAt),
 		IdleExpiresAt: wireTime(i.IdleExpiresAt), ExpiresAt: wireTime(i.ExpiresAt),
 	}

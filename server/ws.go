@@ -435,6 +435,15 @@ func (c *conn) handleUnauthenticated(ctx context.Context, in Inbound) {
 			c.replyErr(in.ID, err)
 			return
 		}
+		if err := m.CheckClient(ctx, s, session.Client{IP: c.ip, UserAgent: c.userAgent}); err != nil {
+			c.replyErr(in.ID, err)
+			return
+		}
+		// A resume proves possession over the token itself: method RESUME, path /ws.
+		if err := m.VerifyProof(s, in.Proof, "RESUME", "/ws", []byte(in.Token), c.srv.proofSeen(ctx)); err != nil {
+			c.replyErr(in.ID, err)
+			return
+		}
 		s = m.Touch(s)
 		c.authenticate(s)
 		c.reply(in.ID, "session.ok", map[string]any{"session": sessionObject(m.Info(s), "")})

@@ -45,9 +45,11 @@ func (NopNotifier) Rotated(context.Context, string, string)           {}
 
 // DeviceInfo describes the device of a session. It is sealed at rest.
 type DeviceInfo struct {
-	Label     string `json:"label"`
-	IP        string `json:"ip,omitempty"`
-	UserAgent string `json:"user_agent,omitempty"`
+	Label       string      `json:"label"`
+	IP          string      `json:"ip,omitempty"`
+	UserAgent   string      `json:"user_agent,omitempty"`
+	Fingerprint Fingerprint `json:"fp,omitempty"`
+	PoPKey      []byte      `json:"pop,omitempty"` // proof-of-possession key, when required
 }
 
 // Info is a session as shown to its owner: no token, device metadata opened.
@@ -71,6 +73,11 @@ type Config struct {
 	Notifier Notifier // nil: NopNotifier
 	Logger   zerolog.Logger
 	Observer Observer // nil: none
+	// Fingerprint says what a client mismatch does, per dimension (zero: defaults).
+	Fingerprint FingerprintPolicy
+	// ProofOfPossession makes every new session require a proof of possession of a key derived
+	// from the OPAQUE session key on each API request and resume.
+	ProofOfPossession bool
 	// CacheUsable reports whether cached validations can be trusted, i.e. whether change
 	// notices from other nodes currently arrive. While it says no, every validation reads the
 	// store. Nil: always (a single node).
@@ -90,6 +97,9 @@ type Manager struct {
 	cache       cache
 	cacheUsable func() bool
 	observer    Observer
+	fingerprint FingerprintPolicy
+	pop         bool
+	devices     deviceCache
 
 	mu      sync.Mutex
 	pending map[string]Touch     // activity not yet written
@@ -121,6 +131,11 @@ func NewManager(cfg Config) (*Manager, error) {
 	if m.notifier == nil {
 		m.notifier = NopNotifier{}
 	}
+	m.fingerprint = cfg.Fingerprint.defaults()
+	if !validFingerprintPolicy(m.fingerprint.UserAgent) || !validFingerprintPolicy(m.fingerprint.Network) {
+		return nil, fmt.Errorf("session: fingerprint policies must be off, log or revoke")
+	}
+	m.pop = cfg.ProofOfPossession
 	m.observer = cfg.Observer
 	if m.observer == nil {
 		m.observer = nopObserver{}
@@ -243,10 +258,11 @@ func (m *Manager) LoginFinish(ctx context.Context, l *Login, ke3 []byte, dev Dev
 		// Unreachable with an honest client (the fake envelope cannot open), but never let it in.
 		return Info{}, "", ErrAuthFailed
 	}
-	return m.createSession(ctx, l.user, dev)
+	dev.Fingerprint = FingerprintOf(Client{IP: dev.IP, UserAgent: dev.UserAgent})
+	return m.createSession(ctx, l.user, dev, l.out.sessionSecret)
 }
 
-func (m *Manager) createSession(ctx context.Context, u User, dev DeviceInfo) (Info, string, error) {
+func (m *Manager) createSession(ctx context.Context, u User, dev DeviceInfo, opaqueKey []byte) (Info, string, error) {
 	now := m.now()
 	token, raw := NewToken()
 	h := hashToken(m.keys.TokenKeys[m.keys.CurrentTokenKey], raw)
@@ -255,6 +271,9 @@ func (m *Manager) createSession(ctx context.Context, u User, dev DeviceInfo) (In
 		ExpiresAt: now.Add(m.policy.AbsoluteTimeout),
 	}
 	s.IdleExpiresAt = minTime(now.Add(m.policy.IdleTimeout), s.ExpiresAt)
+	if m.pop {
+		dev.PoPKey = DerivePoPKey(opaqueKey, s.ID)
+	}
 	devJSON, _ := json.Marshal(dev)
 	s.Device = m.keys.seal(devJSON, "device:"+s.ID)
 	evicted, err := m.store.CreateSession(ctx, s, m.policy.limit())
@@ -570,10 +589,7 @@ func (m *Manager) Invalidate(sessionIDs ...string) {
 func (m *Manager) Info(s Session) Info { return m.info(s) }
 
 func (m *Manager) info(s Session) Info {
-	var dev DeviceInfo
-	if pt, err := m.keys.open(s.Device, "device:"+s.ID); err == nil {
-		_ = json.Unmarshal(pt, &dev)
-	}
+	dev := m.Device(s)
 	if dev.Label == "" {
 		dev.Label = "unknown device"
 	}

@@ -30,6 +30,8 @@ type config struct {
 	LogFormat        string
 	AdminAddr        string
 	MetricsAddr      string
+	Fingerprint      session.FingerprintPolicy
+	ProofRequired    bool
 	Limits           server.Limits
 	Policy           session.Policy
 }
@@ -50,6 +52,16 @@ func durationSetter(d *time.Duration) func(string) error {
 			return fmt.Errorf("%q must be positive", v)
 		}
 		*d = x
+		return nil
+	}
+}
+
+func policySetter(p *string) func(string) error {
+	return func(v string) error {
+		if v != session.FingerprintOff && v != session.FingerprintLog && v != session.FingerprintRevoke {
+			return fmt.Errorf("%q is not off, log or revoke", v)
+		}
+		*p = v
 		return nil
 	}
 }
@@ -101,6 +113,16 @@ func (c *config) settings() []setting {
 			return nil
 		}},
 		{"connections-per-address", "SESSIOND_CONNECTIONS_PER_ADDRESS", "2000", "concurrent WebSockets per client address", intSetter(&c.Limits.ConnectionsPerAddr)},
+		{"fingerprint-user-agent", "SESSIOND_FINGERPRINT_USER_AGENT", session.FingerprintRevoke, "off, log or revoke: a different browser family/major version than at login", policySetter(&c.Fingerprint.UserAgent)},
+		{"fingerprint-network", "SESSIOND_FINGERPRINT_NETWORK", session.FingerprintLog, "off, log or revoke: a different /24 (IPv4) or /64 (IPv6) than at login", policySetter(&c.Fingerprint.Network)},
+		{"proof-of-possession", "SESSIOND_PROOF_OF_POSSESSION", "false", "new sessions require a proof of possession on every API request and resume", func(v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q is not true or false", v)
+			}
+			c.ProofRequired = b
+			return nil
+		}},
 		{"idle-timeout", "SESSIOND_IDLE_TIMEOUT", "30m", "inactivity after which a session ends", durationSetter(&p.IdleTimeout)},
 		{"absolute-timeout", "SESSIOND_ABSOLUTE_TIMEOUT", "12h", "session lifetime from login, never extended", durationSetter(&p.AbsoluteTimeout)},
 		{"refresh-lead", "SESSIOND_REFRESH_LEAD", "2m", "how long before a deadline devices are prompted", durationSetter(&p.RefreshLead)},

@@ -180,7 +180,8 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(stri
 	h := hub.New(broker)
 	notifier := server.NewNotifier(h, log)
 	mgr, err := session.NewManager(session.Config{Store: instrumented, Keys: keys, Policy: cfg.Policy, Notifier: notifier,
-		Logger: log, CacheUsable: h.Healthy, Observer: metrics})
+		Logger: log, CacheUsable: h.Healthy, Observer: metrics,
+		Fingerprint: cfg.Fingerprint, ProofOfPossession: cfg.ProofRequired})
 	if err != nil {
 		return fmt.Errorf("invalid session policy: %w", err)
 	}

@@ -8,6 +8,9 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
+
+	"github.com/sessiond/sessiond/session"
 )
 
 // API is an authenticated HTTP client of /api/v1.
@@ -15,6 +18,14 @@ type API struct {
 	Base  string
 	Token string
 	HTTP  *http.Client
+	// PoPKey, when set, signs every request with a proof of possession.
+	PoPKey []byte
+}
+
+// WithProof makes the client sign its requests with key (sessions that require it).
+func (a *API) WithProof(key []byte) *API {
+	a.PoPKey = key
+	return a
 }
 
 // NewAPI returns an API client for base with token.
@@ -47,17 +58,21 @@ func (r Response) Err() error {
 // Do sends a request; body may be nil, []byte (sent raw) or a value sent as JSON.
 func (a *API) Do(ctx context.Context, method, path string, body any, header http.Header) (Response, error) {
 	var rd io.Reader
+	var raw []byte
 	ctype := ""
 	switch b := body.(type) {
 	case nil:
 	case []byte:
-		rd, ctype = bytes.NewReader(b), "application/octet-stream"
+		raw, ctype = b, "application/octet-stream"
 	default:
 		data, err := json.Marshal(b)
 		if err != nil {
 			return Response{}, err
 		}
-		rd, ctype = bytes.NewReader(data), "application/json"
+		raw, ctype = data, "application/json"
+	}
+	if raw != nil {
+		rd = bytes.NewReader(raw)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, a.Base+path, rd)
 	if err != nil {
@@ -68,6 +83,9 @@ func (a *API) Do(ctx context.Context, method, path string, body any, header http
 	}
 	if a.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+a.Token)
+	}
+	if a.PoPKey != nil {
+		req.Header.Set("Sessiond-PoP", session.SignProof(a.PoPKey, method, req.URL.RequestURI(), time.Now().UnixMilli(), raw))
 	}
 	for k, v := range header {
 		req.Header[k] = v

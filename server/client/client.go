@@ -18,9 +18,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/bytemare/opaque"
 	"github.com/coder/websocket"
+
+	"github.com/sessiond/sessiond/session"
 )
 
 // Subprotocol is the protocol's WebSocket subprotocol.
@@ -96,6 +99,7 @@ type Session struct {
 	LastSeenAt    string `json:"last_seen_at"`
 	IdleExpiresAt string `json:"idle_expires_at"`
 	ExpiresAt     string `json:"expires_at"`
+	PoP           bool   `json:"pop,omitempty"` // the session requires proofs of possession
 }
 
 // Device is a row of the device list.
@@ -119,6 +123,7 @@ type Conn struct {
 	mu      sync.Mutex
 	pending map[string]chan Message
 	token   string
+	popKey  []byte
 
 	notices chan Message
 	done    chan struct{}
@@ -335,6 +340,9 @@ type LoginResult struct {
 	Session    Session
 	ExportKey  []byte
 	SessionKey []byte
+	// PoPKey is the proof-of-possession key when the session requires one: keep it with the
+	// token (NewAPI(...).WithProof(key), Conn.ResumeWithProof).
+	PoPKey []byte
 }
 
 // Login runs the OPAQUE login and authenticates the connection. A wrong password still
@@ -392,13 +400,28 @@ func (c *Conn) Login(ctx context.Context, username, password, device string) (Lo
 		return LoginResult{}, err
 	}
 	res.Session = ok.Session
-	c.setToken(ok.Session.Token)
+	if ok.Session.PoP {
+		res.PoPKey = session.DerivePoPKey(res.SessionKey, ok.Session.ID)
+	}
+	c.mu.Lock()
+	c.token, c.popKey = ok.Session.Token, res.PoPKey
+	c.mu.Unlock()
 	return res, nil
 }
 
 // Resume authenticates the connection with an existing token.
 func (c *Conn) Resume(ctx context.Context, token string) (Session, error) {
-	m, err := c.Call(ctx, "session.resume", map[string]any{"token": token})
+	return c.ResumeWithProof(ctx, token, nil)
+}
+
+// ResumeWithProof resumes a session that requires a proof of possession, signing the resume
+// with popKey (nil: no proof).
+func (c *Conn) ResumeWithProof(ctx context.Context, token string, popKey []byte) (Session, error) {
+	fields := map[string]any{"token": token}
+	if popKey != nil {
+		fields["proof"] = session.SignProof(popKey, "RESUME", "/ws", time.Now().UnixMilli(), []byte(token))
+	}
+	m, err := c.Call(ctx, "session.resume", fields)
 	if err != nil {
 		return Session{}, err
 	}

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sessiond/sessiond/server/client"
+	"github.com/sessiond/sessiond/session"
+)
+
+const (
+	chromeUA  = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.6778.85 Safari/537.36"
+	firefoxUA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+)
+
+// httpFrom returns an HTTP client whose connections come from a given loopback address.
+func httpFrom(ip string) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+}
+
+func withUA(ua string) http.Header { return http.Header{"User-Agent": {ua}} }
+
+// TestFingerprint: a token presented by another browser family ends the session (default
+// policy revoke); another network prefix is only logged (default), or refused when configured.
+func TestFingerprint(t *testing.T) {
+	n := startNode(t, nil)
+	ctx := ctxT(t)
+	name := uniqueName("fp")
+	phone := dial(t, n, client.Options{KSF: client.KSFCheap, Header: withUA(chromeUA)})
+	if _, _, err := phone.Register(ctx, name, "pw"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := phone.Login(ctx, name, "pw", "phone"); err != nil {
+		t.Fatal(err)
+	}
+	laptop := dial(t, n, client.Options{KSF: client.KSFCheap, Header: withUA(chromeUA)})
+	res, err := laptop.Login(ctx, name, "pw", "laptop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := client.NewAPI(n.Base, res.Session.Token)
+	if r, _ := api.Do(ctx, "GET", "/api/v1/session", nil, withUA(chromeUA)); r.Status != 200 {
+		t.Fatalf("same browser: %d %s", r.Status, r.Body)
+	}
+	// Another network prefix (127.0.1.x is not 127.0.0.0/24): logged, allowed.
+	api.HTTP = httpFrom("127.0.1.1")
+	if r, _ := api.Do(ctx, "GET", "/api/v1/session", nil, withUA(chromeUA)); r.Status != 200 {
+		t.Fatalf("other network under the log policy: %d %s", r.Status, r.Body)
+	}
+	api.HTTP = nil
+	// The same token from Firefox: revoked, and every device is told.
+	r, _ := api.Do(ctx, "GET", "/api/v1/session", nil, withUA(firefoxUA))
+	if r.Status != 401 || !client.IsCode(r.Err(), "session_invalid") {
+		t.Fatalf("other browser: %d %s", r.Status, r.Body)
+	}
+	m, err := laptop.WaitNotice(ctx, "notice.revoked")
+	if err != nil || reasonOf(t, m) != "fingerprint_mismatch" {
+		t.Fatalf("laptop: %v", err)
+	}
+	waitClosed(t, laptop, 4403)
+	if _, err := phone.WaitNotice(ctx, "notice.sessions_changed"); err != nil {
+		t.Fatalf("phone not told: %v", err)
+	}
+	// Both mismatches are in the user's activity.
+	acts, err := phone.Call(ctx, "activity.list", nil)
+	if err != nil || strings.Count(string(acts.Raw), "fingerprint_mismatch") < 2 {
+		t.Fatalf("activity: %v %s", err, acts.Raw)
+	}
+
+	// With the network policy at revoke, another prefix ends the session.
+	n2 := startNode(t, map[string]string{"SESSIOND_FINGERPRINT_NETWORK": "revoke", "SESSIOND_FINGERPRINT_USER_AGENT": "off"})
+	c := dial(t, n2, cheap)
+	if _, _, err := c.Register(ctx, name, "pw"); err != nil {
+		t.Fatal(err)
+	}
+	res2, err := c.Login(ctx, name, "pw", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	api2 := client.NewAPI(n2.Base, res2.Session.Token)
+	if r, _ := api2.Do(ctx, "GET", "/api/v1/session", nil, withUA(firefoxUA)); r.Status != 200 {
+		t.Fatalf("user agent policy off: %d", r.Status)
+	}
+	api2.HTTP = httpFrom("127.0.1.1")
+	if _, err := api2.Session(ctx); !client.IsCode(err, "session_invalid") {
+		t.Fatalf("other network under revoke: %v", err)
+	}
+}
+
+// TestProofOfPossession: with the mode on, a stolen token alone is useless; a replayed,
+// tampered or stale proof is refused; the rightful client works over HTTP and on resume.
+func TestProofOfPossession(t *testing.T) {
+	n := startNode(t, map[string]string{"SESSIOND_PROOF_OF_POSSESSION": "true"})
+	ctx := ctxT(t)
+	name := uniqueName("pop")
+	c := dial(t, n, cheap)
+	if _, _, err := c.Register(ctx, name, "pw"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Login(ctx, name, "pw", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Session.PoP || len(res.PoPKey) != 32 {
+		t.Fatalf("session does not require proofs: %+v", res.Session)
+	}
+	good := client.NewAPI(n.Base, res.Session.Token).WithProof(res.PoPKey)
+	if _, err := good.Session(ctx); err != nil {
+		t.Fatalf("signed request: %v", err)
+	}
+	r, err := good.Do(ctx, "PUT", "/api/v1/vault", []byte("ciphertext"), http.Header{"If-None-Match": {"*"}})
+	if err != nil || r.Status != 204 {
+		t.Fatalf("signed vault write: %v %d %s", err, r.Status, r.Body)
+	}
+	// Token alone.
+	thief := client.NewAPI(n.Base, res.Session.Token)
+	if _, err := thief.Session(ctx); !client.IsCode(err, "proof_invalid") {
+		t.Fatalf("token-only request: %v", err)
+	}
+	// Replay of a captured signed request, a proof for another path or body, a stale proof,
+	// and a proof under another key.
+	now := time.Now().UnixMilli()
+	captured := session.SignProof(res.PoPKey, "GET", "/api/v1/session", now, nil)
+	send := func(method, path string, body []byte, proof string) client.Response {
+		t.Helper()
+		r, err := thief.Do(ctx, method, path, body, http.Header{"Sessiond-PoP": {proof}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := send("GET", "/api/v1/session", nil, captured); r.Status != 200 {
+		t.Fatalf("first use of a proof: %d %s", r.Status, r.Body)
+	}
+	if r := send("GET", "/api/v1/session", nil, captured); r.Status != 401 || !client.IsCode(r.Err(), "proof_invalid") {
+		t.Fatalf("replayed proof: %d %s", r.Status, r.Body)
+	}
+	if r := send("GET", "/api/v1/sessions", nil, session.SignProof(res.PoPKey, "GET", "/api/v1/session", now+1, nil)); r.Status != 401 {
+		t.Fatalf("proof for another path: %d", r.Status)
+	}
+	if r := send("PUT", "/api/v1/vault", []byte("evil"), session.SignProof(res.PoPKey, "PUT", "/api/v1/vault", now+2, []byte("good"))); r.Status != 401 {
+		t.Fatalf("proof for another body: %d", r.Status)
+	}
+	if r := send("GET", "/api/v1/session", nil, session.SignProof(res.PoPKey, "GET", "/api/v1/session", now-int64(time.Minute/time.Millisecond), nil)); r.Status != 401 {
+		t.Fatalf("stale proof: %d", r.Status)
+	}
+	if r := send("GET", "/api/v1/session", nil, session.SignProof(make([]byte, 32), "GET", "/api/v1/session", now+3, nil)); r.Status != 401 {
+		t.Fatalf("proof under another key: %d", r.Status)
+	}
+	// Resume: token only is refused and the connection stays usable; with the proof it works.
+	c2 := dial(t, n, cheap)
+	if _, err := c2.Resume(ctx, res.Session.Token); !client.IsCode(err, "proof_invalid") {
+		t.Fatalf("resume without proof: %v", err)
+	}
+	if _, err := c2.ResumeWithProof(ctx, res.Session.Token, res.PoPKey); err != nil {
+		t.Fatalf("resume with proof: %v", err)
+	}
+	// A rotation keeps the key: the new token needs the same proofs.
+	ref, err := good.Refresh(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.NewAPI(n.Base, ref.Token).Session(ctx); !client.IsCode(err, "proof_invalid") {
+		t.Fatalf("rotated token alone: %v", err)
+	}
+	if _, err := good.Session(ctx); err != nil {
+		t.Fatalf("rotated token with proof: %v", err)
+	}
+	_ = context.Background
+}

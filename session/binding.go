@@ -1,0 +1,255 @@
+package session
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/hkdf"
+)
+
+// Binding ties a session to the client that logged in: a fingerprint compared on later use,
+// and (when enabled) a proof-of-possession key that a stolen token does not carry.
+
+// Fingerprint policies, per dimension.
+const (
+	FingerprintOff    = "off"    // not compared
+	FingerprintLog    = "log"    // a mismatch is logged as a security event
+	FingerprintRevoke = "revoke" // a mismatch ends the session (fingerprint_mismatch)
+)
+
+// FingerprintPolicy says what a mismatch of each dimension does. Zero fields take the defaults:
+// the browser family and major version must match (revoke: a token moving to another browser
+// is the signature of theft), the network prefix only logs (phones change networks all day).
+type FingerprintPolicy struct {
+	UserAgent string // default revoke
+	Network   string // default log
+}
+
+func (p FingerprintPolicy) defaults() FingerprintPolicy {
+	if p.UserAgent == "" {
+		p.UserAgent = FingerprintRevoke
+	}
+	if p.Network == "" {
+		p.Network = FingerprintLog
+	}
+	return p
+}
+
+func validFingerprintPolicy(v string) bool {
+	return v == FingerprintOff || v == FingerprintLog || v == FingerprintRevoke
+}
+
+// Client is what the server knows about the client of a request.
+type Client struct {
+	IP        string
+	UserAgent string
+}
+
+// Fingerprint is the comparable summary of a client: the user agent's product family and major
+// version, and the network prefix of its address (/24 for IPv4, /64 for IPv6).
+type Fingerprint struct {
+	Agent   string `json:"agent,omitempty"`   // "chrome/131", "" when unrecognised
+	Network string `json:"network,omitempty"` // "203.0.113.0/24"
+}
+
+// FingerprintOf computes a client's fingerprint.
+func FingerprintOf(c Client) Fingerprint {
+	return Fingerprint{Agent: agentFamily(c.UserAgent), Network: networkPrefix(c.IP)}
+}
+
+// agentFamily extracts "product/major" of the browser or library that made the request.
+func agentFamily(ua string) string {
+	for _, p := range []struct{ token, name string }{
+		{"Edg/", "edge"}, {"OPR/", "opera"}, {"Firefox/", "firefox"}, {"Chromium/", "chromium"},
+		{"HeadlessChrome/", "chrome"}, {"Chrome/", "chrome"}, {"Version/", "safari"},
+		{"Go-http-client/", "go"}, {"curl/", "curl"}, {"node/", "node"},
+	} {
+		if i := strings.Index(ua, p.token); i >= 0 {
+			v := ua[i+len(p.token):]
+			if j := strings.IndexAny(v, ". ;)"); j >= 0 {
+				v = v[:j]
+			}
+			if _, err := strconv.Atoi(v); err != nil {
+				v = ""
+			}
+			return p.name + "/" + v
+		}
+	}
+	return ""
+}
+
+func networkPrefix(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ""
+	}
+	a = a.Unmap()
+	bits := 64
+	if a.Is4() {
+		bits = 24
+	}
+	p, err := a.Prefix(bits)
+	if err != nil {
+		return ""
+	}
+	return p.String()
+}
+
+// deviceCache keeps opened device records (they never change after login), so that the
+// per-request checks do not decrypt on the hot path.
+type deviceCache struct {
+	mu sync.Mutex
+	m  map[string]DeviceInfo
+}
+
+const maxDeviceCache = 200_000
+
+// Device opens the session's device record (label, fingerprint, proof key).
+func (m *Manager) Device(s Session) DeviceInfo {
+	m.devices.mu.Lock()
+	dev, ok := m.devices.m[s.ID]
+	m.devices.mu.Unlock()
+	if ok {
+		return dev
+	}
+	if pt, err := m.keys.open(s.Device, "device:"+s.ID); err == nil {
+		_ = json.Unmarshal(pt, &dev)
+	}
+	m.devices.mu.Lock()
+	if m.devices.m == nil || len(m.devices.m) >= maxDeviceCache {
+		m.devices.m = map[string]DeviceInfo{} // all re-derivable: start over rather than track age
+	}
+	m.devices.m[s.ID] = dev
+	m.devices.mu.Unlock()
+	return dev
+}
+
+// CheckClient compares the client of a request with the one that logged in, per the
+// fingerprint policy. A mismatch under "revoke" ends the session (reason fingerprint_mismatch,
+// the user's devices are told) and is ErrInvalid; under "log" it is recorded and allowed.
+func (m *Manager) CheckClient(ctx context.Context, s Session, c Client) error {
+	dev := m.Device(s)
+	now := FingerprintOf(c)
+	p := m.fingerprint
+	var mismatch []string
+	revoke := false
+	// An empty side means "unknown": nothing to compare, not a mismatch.
+	if p.UserAgent != FingerprintOff && dev.Fingerprint.Agent != "" && now.Agent != "" && dev.Fingerprint.Agent != now.Agent {
+		mismatch = append(mismatch, "user_agent")
+		revoke = revoke || p.UserAgent == FingerprintRevoke
+	}
+	if p.Network != FingerprintOff && dev.Fingerprint.Network != "" && now.Network != "" && dev.Fingerprint.Network != now.Network {
+		mismatch = append(mismatch, "network")
+		revoke = revoke || p.Network == FingerprintRevoke
+	}
+	if len(mismatch) == 0 {
+		return nil
+	}
+	reason := strings.Join(mismatch, ",")
+	if !revoke {
+		m.emit(ctx, Event{Kind: EventFingerprint, UserID: s.UserID, SessionID: s.ID, Reason: reason})
+		return nil
+	}
+	m.emit(ctx, Event{Kind: EventFingerprint, UserID: s.UserID, SessionID: s.ID, Reason: reason + " (revoked)"})
+	ids, err := m.store.RevokeSessions(ctx, s.UserID, []string{s.ID}, ReasonFingerprint, m.now())
+	if err != nil {
+		return err
+	}
+	m.afterRevoke(ctx, s.UserID, ids, ReasonFingerprint)
+	return fmt.Errorf("%w: the client differs from the one that signed in", ErrInvalid)
+}
+
+// ---- proof of possession ----
+
+// ErrProof is a missing, malformed, stale, wrong or replayed proof of possession.
+var ErrProof = fmt.Errorf("session: proof of possession failed")
+
+// ProofWindow is how far a proof's timestamp may be from the server's clock.
+const ProofWindow = 30 * time.Second
+
+// DerivePoPKey derives the proof-of-possession key from the OPAQUE session key that only the
+// client and the server know: HKDF-SHA256 with the session id as salt.
+func DerivePoPKey(opaqueSessionKey []byte, sessionID string) []byte {
+	key := make([]byte, 32)
+	r := hkdf.New(sha256.New, opaqueSessionKey, []byte(sessionID), []byte("sessiond proof-of-possession v1"))
+	if _, err := io.ReadFull(r, key); err != nil {
+		panic("session: hkdf: " + err.Error())
+	}
+	return key
+}
+
+// ProofMessage is what a proof signs: method, path (with query), timestamp (unix ms) and the
+// SHA-256 of the body, one per line.
+func ProofMessage(method, path string, ts int64, body []byte) []byte {
+	h := sha256.Sum256(body)
+	return []byte("sessiond-pop-v1\n" + method + "\n" + path + "\n" + strconv.FormatInt(ts, 10) + "\n" + EncodeB64(h[:]))
+}
+
+// SignProof returns the proof header value for a request: "t=<unix ms>, sig=<base64url HMAC>".
+func SignProof(key []byte, method, path string, ts int64, body []byte) string {
+	mac := hmac.New(sha256.New, key)
+	mac.Write(ProofMessage(method, path, ts, body))
+	return "t=" + strconv.FormatInt(ts, 10) + ", sig=" + EncodeB64(mac.Sum(nil))
+}
+
+// ParseProof splits a proof header value.
+func ParseProof(v string) (ts int64, sig []byte, err error) {
+	for _, part := range strings.Split(v, ",") {
+		k, val, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok {
+			return 0, nil, ErrProof
+		}
+		switch k {
+		case "t":
+			ts, err = strconv.ParseInt(val, 10, 64)
+		case "sig":
+			sig, err = DecodeB64(val)
+		}
+		if err != nil {
+			return 0, nil, ErrProof
+		}
+	}
+	if ts == 0 || len(sig) != sha256.Size {
+		return 0, nil, ErrProof
+	}
+	return ts, sig, nil
+}
+
+// VerifyProof checks a request's proof against the session's key: a valid MAC over this very
+// request, made within ProofWindow of now. seen is called with the MAC to reject replays; it
+// returns true when the MAC was already used (any node, within the window).
+func (m *Manager) VerifyProof(s Session, header, method, path string, body []byte, seen func(sig []byte) bool) error {
+	dev := m.Device(s)
+	if len(dev.PoPKey) == 0 {
+		return nil // the session was not created with proof of possession
+	}
+	if header == "" {
+		return fmt.Errorf("%w: this session requires a proof of possession", ErrProof)
+	}
+	ts, sig, err := ParseProof(header)
+	if err != nil {
+		return fmt.Errorf("%w: malformed proof", ErrProof)
+	}
+	d := m.now().Sub(time.UnixMilli(ts))
+	if d > ProofWindow || d < -ProofWindow {
+		return fmt.Errorf("%w: the proof's timestamp is outside the %s window", ErrProof, ProofWindow)
+	}
+	mac := hmac.New(sha256.New, dev.PoPKey)
+	mac.Write(ProofMessage(method, path, ts, body))
+	if !hmac.Equal(mac.Sum(nil), sig) {
+		return fmt.Errorf("%w: the proof does not match this request", ErrProof)
+	}
+	if seen != nil && seen(sig) {
+		return fmt.Errorf("%w: this proof was already used", ErrProof)
+	}
+	return nil
+}

@@ -28,6 +28,10 @@ const (
 	CodeProofInvalid       = "proof_invalid"
 )
 
+// errInsecure refuses to issue a token over plain HTTP.
+var errInsecure = newWireError(CodeForbidden, http.StatusForbidden,
+	"session tokens are only issued over TLS: use https/wss (or configure SESSIOND_TRUSTED_PROXIES for a TLS-terminating proxy)")
+
 // ErrRateLimited is returned when a caller is over one of the abuse limits.
 var ErrRateLimited = errors.New("server: rate limited")
 

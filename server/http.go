@@ -56,7 +56,7 @@ func (s *Server) routes() {
 			files.ServeHTTP(w, r)
 		})
 	}
-	s.mux = securityHeaders(mux)
+	s.mux = s.securityHeaders(mux)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -159,6 +159,10 @@ func (s *Server) handleGetSession(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleRefresh(w http.ResponseWriter, r *http.Request) {
+	if !s.tokensAllowed(r) {
+		s.httpError(w, r, errInsecure)
+		return
+	}
 	token := strings.TrimSpace(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer"))
 	info, newToken, err := s.mgr.Refresh(r.Context(), token)
 	if err != nil {

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"io/fs"
-	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -41,6 +41,11 @@ type Config struct {
 	// (nil: in process; give one over Redis to share the budget between nodes).
 	Limits  Limits
 	Counter Counter
+	// TrustedProxies are the networks whose Forwarded / X-Forwarded-* headers are believed.
+	TrustedProxies []netip.Prefix
+	// AllowInsecure lets tokens be issued over plain HTTP (a loopback listener, or
+	// SESSIOND_INSECURE_HTTP). Otherwise only TLS, direct or via a trusted proxy, gets tokens.
+	AllowInsecure bool
 }
 
 // Server is sessiond's HTTP handler.
@@ -210,11 +215,3 @@ func (s *Server) userLimitKey(name string) string {
 	return "login-user:" + s.mgr.Keys().LogID("username:"+name)
 }
 
-// clientIP is the peer's address (trusted proxies are not configured).
-func (s *Server) clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}

@@ -39,6 +39,7 @@ type conn struct {
 	cancel    context.CancelFunc
 	ip        string
 	userAgent string
+	tokensOK  bool // tokens may be issued on this connection (TLS, or insecure allowed)
 
 	limiter *rate.Limiter // client messages
 	overs   int           // messages refused by the limiter in a row
@@ -101,7 +102,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(MaxMessageBytes)
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	c := &conn{
-		srv: s, ws: ws, ctx: ctx, cancel: cancel, ip: ip, userAgent: r.UserAgent(),
+		srv: s, ws: ws, ctx: ctx, cancel: cancel, ip: ip, userAgent: r.UserAgent(), tokensOK: s.tokensAllowed(r),
 		out:     make(chan outItem, outQueueLen),
 		limiter: rate.NewLimiter(rate.Limit(s.limits.MessagesPerSecond), s.limits.MessageBurst),
 	}
@@ -355,6 +356,10 @@ func (c *conn) handleUnauthenticated(ctx context.Context, in Inbound) {
 		}
 		c.reply(in.ID, "register.ok", map[string]string{"user_id": uid})
 	case "login.start":
+		if !c.tokensOK {
+			c.replyErr(in.ID, errInsecure)
+			return
+		}
 		ke1, err := session.DecodeB64(in.KE1)
 		if err != nil {
 			c.replyErr(in.ID, err)
@@ -616,6 +621,10 @@ func (c *conn) endSelf(end func() error) error {
 }
 
 func (c *conn) refresh(ctx context.Context, in Inbound, s session.Session) {
+	if !c.tokensOK {
+		c.replyErr(in.ID, errInsecure)
+		return
+	}
 	info, token, err := c.srv.mgr.RefreshSession(ctx, s)
 	if err != nil {
 		c.replyErr(in.ID, err)

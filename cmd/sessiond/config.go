@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -30,8 +31,12 @@ type config struct {
 	LogFormat        string
 	AdminAddr        string
 	MetricsAddr      string
+	PprofAddr        string
 	Fingerprint      session.FingerprintPolicy
 	ProofRequired    bool
+	TLSCert, TLSKey  string
+	TrustedProxies   []netip.Prefix
+	InsecureHTTP     bool
 	Limits           server.Limits
 	Policy           session.Policy
 }
@@ -101,6 +106,7 @@ func (c *config) settings() []setting {
 		{"key-file", "SESSIOND_KEY_FILE", "", "key file (default: DATA_DIR/keys.json, generated when absent in single-node mode)", stringSetter(&c.KeyFile)},
 		{"admin-addr", "SESSIOND_ADMIN_ADDR", "", "listen address of the admin API (e.g. 127.0.0.1:8081; empty: off)", stringSetter(&c.AdminAddr)},
 		{"metrics-addr", "SESSIOND_METRICS_ADDR", "", "serve /metrics on this address instead of the main listener", stringSetter(&c.MetricsAddr)},
+		{"pprof-addr", "SESSIOND_PPROF_ADDR", "", "serve net/http/pprof on this address (debugging, load tests; keep it on loopback; empty: off)", stringSetter(&c.PprofAddr)},
 		{"login-limit-per-user", "SESSIOND_LOGIN_LIMIT_PER_USER", "10", "failed or abandoned logins per username per minute", intSetter(&c.Limits.LoginFailuresPerUser)},
 		{"login-limit-per-address", "SESSIOND_LOGIN_LIMIT_PER_ADDRESS", "200", "login attempts per client address per minute", intSetter(&c.Limits.LoginsPerAddress)},
 		{"register-limit-per-address", "SESSIOND_REGISTER_LIMIT_PER_ADDRESS", "200", "registrations per client address per minute", intSetter(&c.Limits.RegistrationsPerAddr)},
@@ -121,6 +127,34 @@ func (c *config) settings() []setting {
 				return fmt.Errorf("%q is not true or false", v)
 			}
 			c.ProofRequired = b
+			return nil
+		}},
+		{"tls-cert", "SESSIOND_TLS_CERT", "", "PEM certificate (chain): serve HTTPS/WSS directly", stringSetter(&c.TLSCert)},
+		{"tls-key", "SESSIOND_TLS_KEY", "", "PEM private key of the certificate", stringSetter(&c.TLSKey)},
+		{"trusted-proxies", "SESSIOND_TRUSTED_PROXIES", "", "comma-separated CIDRs (or addresses) whose Forwarded/X-Forwarded-* headers are believed", func(v string) error {
+			c.TrustedProxies = nil
+			for _, f := range strings.Split(v, ",") {
+				if f = strings.TrimSpace(f); f == "" {
+					continue
+				}
+				pfx, err := netip.ParsePrefix(f)
+				if err != nil {
+					a, aerr := netip.ParseAddr(f)
+					if aerr != nil {
+						return fmt.Errorf("%q is not a CIDR or an address", f)
+					}
+					pfx = netip.PrefixFrom(a, a.BitLen())
+				}
+				c.TrustedProxies = append(c.TrustedProxies, pfx.Masked())
+			}
+			return nil
+		}},
+		{"insecure-http", "SESSIOND_INSECURE_HTTP", "false", "issue tokens over plain HTTP on a non-loopback address (never in production)", func(v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q is not true or false", v)
+			}
+			c.InsecureHTTP = b
 			return nil
 		}},
 		{"idle-timeout", "SESSIOND_IDLE_TIMEOUT", "30m", "inactivity after which a session ends", durationSetter(&p.IdleTimeout)},
@@ -196,6 +230,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (subcommands: keygen, admin)", fs.Arg(0))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return nil, fmt.Errorf("invalid SESSIOND_TLS_CERT / SESSIOND_TLS_KEY: set both or neither")
 	}
 	if c.KeyFile == "" {
 		c.KeyFile = filepath.Join(c.DataDir, "keys.json")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -129,21 +130,42 @@ func loadKeys(cfg *config, log zerolog.Logger) (*session.Keys, error) {
 
 // newBroker returns the cross-node leg of the hub: Redis pub/sub when configured, else the
 // in-process loopback. onReconnect runs after every re-established Redis link.
-func newBroker(cfg *config, log zerolog.Logger, onReconnect func()) (hub.Broker, string, func(), error) {
+func newBroker(cfg *config, log zerolog.Logger, onReconnect func()) (hub.Broker, *redis.Client, error) {
 	if cfg.RedisURL == "" {
-		return hub.NewLoopback(), "loopback", func() {}, nil
+		return hub.NewLoopback(), nil, nil
 	}
 	opts, err := redis.ParseURL(cfg.RedisURL)
 	if err != nil {
-		return nil, "", nil, fmt.Errorf("invalid SESSIOND_REDIS_URL: %w", err)
+		return nil, nil, fmt.Errorf("invalid SESSIOND_REDIS_URL: %w", err)
 	}
 	client := redis.NewClient(opts)
 	r, err := hub.NewRedis(hub.RedisConfig{Client: client, Prefix: cfg.RedisPrefix, Logger: log, OnReconnect: onReconnect})
 	if err != nil {
 		client.Close()
-		return nil, "", nil, fmt.Errorf("invalid SESSIOND_REDIS_URL: %w", err)
+		return nil, nil, fmt.Errorf("invalid SESSIOND_REDIS_URL: %w", err)
 	}
-	return r, "redis", func() { client.Close() }, nil
+	return r, client, nil
+}
+
+// transportMode says how tokens may travel, for the start-up log, and whether plain HTTP may
+// carry them: only on a loopback listener or when the operator said so.
+func transportMode(cfg *config, addr net.Addr) (mode string, allowInsecure bool) {
+	loopback := false
+	if ta, ok := addr.(*net.TCPAddr); ok {
+		loopback = ta.IP.IsLoopback()
+	}
+	switch {
+	case cfg.TLSCert != "":
+		return "tls", false
+	case cfg.InsecureHTTP:
+		return "plain HTTP allowed by SESSIOND_INSECURE_HTTP (tokens travel in clear)", true
+	case loopback:
+		return "plain HTTP on loopback (development)", true
+	case len(cfg.TrustedProxies) > 0:
+		return "behind a TLS-terminating proxy (tokens only for requests forwarded as https)", false
+	default:
+		return "plain HTTP: tokens are refused until TLS is configured", false
+	}
 }
 
 func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(string)) error {
@@ -166,7 +188,7 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(stri
 	}
 
 	var srvRef atomic.Pointer[server.Server]
-	broker, hubKind, closeBroker, err := newBroker(cfg, log, func() {
+	broker, redisClient, err := newBroker(cfg, log, func() {
 		if srv := srvRef.Load(); srv != nil {
 			rctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
@@ -176,7 +198,13 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(stri
 	if err != nil {
 		return err
 	}
-	defer closeBroker()
+	hubKind := "loopback"
+	var counter server.Counter
+	if redisClient != nil {
+		defer redisClient.Close()
+		hubKind = "redis"
+		counter = server.NewRedisCounter(redisClient, cfg.RedisPrefix, log)
+	}
 	h := hub.New(broker)
 	notifier := server.NewNotifier(h, log)
 	mgr, err := session.NewManager(session.Config{Store: instrumented, Keys: keys, Policy: cfg.Policy, Notifier: notifier,
@@ -189,25 +217,41 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(stri
 	if err := server.SubscribeNode(ctx, h, mgr); err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
-	srv, err := server.New(server.Config{
-		Manager: mgr, Hub: h, Logger: log, AllowedOrigins: cfg.AllowedOrigins,
-		HandshakeTimeout: cfg.HandshakeTimeout, Ready: st.Ping, Web: web.Static(),
-		Metrics: metrics, MetricsElsewhere: cfg.MetricsAddr != "", Limits: cfg.Limits,
-	})
-	if err != nil {
-		return fmt.Errorf("invalid SESSIOND_ALLOWED_ORIGINS: %w", err)
+	var tlsConfig *tls.Config
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return fmt.Errorf("SESSIOND_TLS_CERT / SESSIOND_TLS_KEY: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	srvRef.Store(srv)
-
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("SESSIOND_ADDR %s: %w", cfg.Addr, err)
 	}
-	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: nil}
+	mode, allowInsecure := transportMode(cfg, ln.Addr())
+	srv, err := server.New(server.Config{
+		Manager: mgr, Hub: h, Logger: log, AllowedOrigins: cfg.AllowedOrigins,
+		HandshakeTimeout: cfg.HandshakeTimeout, Ready: st.Ping, Web: web.Static(),
+		Metrics: metrics, MetricsElsewhere: cfg.MetricsAddr != "", Limits: cfg.Limits, Counter: counter,
+		TrustedProxies: cfg.TrustedProxies, AllowInsecure: allowInsecure,
+	})
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("invalid SESSIOND_ALLOWED_ORIGINS: %w", err)
+	}
+	srvRef.Store(srv)
+
+	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConfig}
+	scheme := "http"
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
+		scheme = "https"
+	}
 	p := mgr.Policy()
-	log.Info().Str("addr", ln.Addr().String()).Str("store", st.kind).Str("hub", hubKind).
-		Dur("idle_timeout", p.IdleTimeout).Dur("absolute_timeout", p.AbsoluteTimeout).
-		Msg("sessiond listening; demo page at http://" + ln.Addr().String() + "/")
+	log.Info().Str("addr", ln.Addr().String()).Str("store", st.kind).Str("hub", hubKind).Str("transport", mode).
+		Str("idle_timeout", p.IdleTimeout.String()).Str("absolute_timeout", p.AbsoluteTimeout.String()).
+		Msg("sessiond listening; demo page at " + scheme + "://" + ln.Addr().String() + "/")
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
@@ -236,6 +280,15 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(stri
 		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = metricsSrv.Serve(mln) }()
 		log.Info().Str("addr", mln.Addr().String()).Msg("metrics listening")
+	}
+
+	if cfg.PprofAddr != "" {
+		stopPprof, err := startPprof(cfg.PprofAddr, log)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("SESSIOND_PPROF_ADDR %s: %w", cfg.PprofAddr, err)
+		}
+		defer stopPprof()
 	}
 
 	bg, bgCancel := context.WithCancel(context.WithoutCancel(ctx))

@@ -1,10 +1,14 @@
 # The two commands that matter (see README.md): `make run` and `make test`.
 .PHONY: run test web build
 
-# Installs the pinned npm packages used by the browser page and the interop test.
+# Installs the pinned npm packages (npm ci) and builds the demo page's OPAQUE bundle
+# web/static/vendor/opaque.js from them (npm run build), which the server embeds. Without npm
+# the server still builds; its page then says how to build the bundle, and the interop and
+# browser tests are skipped.
 web:
-	@if command -v npm >/dev/null 2>&1; then npm ci --prefix web --no-audit --no-fund --loglevel=error; \
-	else echo "npm not found: the interop test will be skipped"; fi
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix web --no-audit --no-fund --loglevel=error && npm run --prefix web --silent build; \
+	else echo "npm not found: no OPAQUE bundle for the demo page; the interop and browser tests will be skipped"; fi
 
 # Starts the server with the embedded store and the demo page at http://127.0.0.1:8080/.
 run: web

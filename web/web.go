@@ -1,8 +1,9 @@
 // Package web holds the demo page and the browser client module, embedded into the binary.
 //
 // The files under static/ are served as they are. The OPAQUE library for the browser
-// (@serenity-kit/opaque) is bundled by `npm run build` into static/vendor/, which is not
-// committed; without it the page explains how to build it.
+// (@serenity-kit/opaque) is bundled by `npm run build` (`make web`) into static/vendor/opaque.js,
+// which is not committed: only static/vendor/README.md is. Without the bundle the binary still
+// builds and the page says how to build it.
 package web
 
 import (

@@ -1,0 +1,926 @@
+// sessiond.js: a small browser client for the sessiond wire protocol (v1).
+//
+// Copy this file (it has no dependencies besides the OPAQUE bundle it loads on first use) and:
+//
+//   import { SessiondClient } from "./sessiond.js";
+//   const client = new SessiondClient();              // same origin; token in sessionStorage
+//   client.addEventListener("ended", (e) => showSignedOut(e.detail.reason));
+//   client.addEventListener("notice.refresh_due", () => askStaySignedIn());
+//   const resumed = await client.resume();            // after a reload: null when signed out
+//   const { session, exportKey } = await client.login("alice", "correct horse");
+//
+// What it does for you:
+//   - one WebSocket to /ws with the subprotocol "sessiond.v1"; request/reply by message id;
+//   - OPAQUE registration, login and password change through @serenity-kit/opaque, loaded
+//     lazily from ./vendor/opaque.js (built by `make web`; see web/README.md);
+//   - resume after a reload from the token it keeps in sessionStorage;
+//   - session.refresh, storing the rotated token;
+//   - reconnect with exponential back-off (and resume) after 1001, 1013, 1011/1012/1014, 4429 or
+//     a dropped network, but never after 1000, 4401 (expired) or 4403 (revoked), which end the
+//     session for good;
+//   - an event for every server notice, plus "session", "ended" and "connection";
+//   - the HTTP API (client.http): session, refresh, logout, sessions, revoke, revoke-others and
+//     the vault with ETags.
+//
+// Events (all CustomEvents; the payload is in event.detail):
+//   "notice.refresh_due"      the wire notice {type, idle_expires_at, in_ms}: ask the user, then
+//                             call refresh() to stay signed in
+//   "notice.reauth_due"       {type, expires_at, in_ms}: the absolute deadline is near; only a new
+//                             login helps (login() works while signed in: it replaces the session)
+//   "notice.expired"          {type, reason: "idle"|"absolute"}; "ended" follows
+//   "notice.revoked"          {type, reason}; "ended" follows
+//   "notice.sessions_changed" {type, sessions}: the user's whole device list
+//   "session"                 the current session object (no token) after login, resume,
+//                             refresh or a deadline change the client learned of
+//   "ended"                   {reason, forced}: the session is over and the token is gone.
+//                             forced=false for this client's own logout(); otherwise reason is
+//                             the wire reason (idle, absolute, logout, revoked_by_user,
+//                             password_changed, token_reuse, ...) or "session_invalid" when
+//                             the server refused a resume without saying why
+//   "connection"              {state: "open"|"reconnecting"|"closed", attempt?, delay_ms?}
+//
+// Errors: every method rejects with a SessiondError {code, message, status?}. Codes are the
+// server's (auth_failed, username_taken, rate_limited, session_invalid, ...) plus client-side
+// ones: "connect_failed", "closed", "timeout", "offline", "protocol", "opaque_unavailable".
+//
+// ---------------------------------------------------------------------------------------------
+// Where the token lives, and why (see also web/README.md)
+//
+// The session token is kept in sessionStorage (key "sessiond" by default, with the session id
+// and the username, neither of them secret):
+//   + it survives a reload of the tab, so the page resumes without asking for the password;
+//   + it is not shared with other tabs (each tab signs in as its own device) and is gone when the
+//     tab or the browser closes;
+//   + it is never a cookie, so the browser never attaches it by itself: no CSRF, and the API is
+//     called with an explicit Authorization: Bearer header;
+//   - like anything in the page's reach, script injected into the origin (XSS) can read it.
+//     Keep a strict Content-Security-Policy (the demo page does) and no third-party script.
+// A tab duplicated by the browser copies its sessionStorage. Both copies then hold one session;
+// when one rotates the token (refresh), it tells the others through a BroadcastChannel so that
+// none of them later presents an old token, which the server would treat as token theft.
+//
+// The OPAQUE export key is NOT persisted anywhere: login() and register() return it and forget
+// it. It is a stable per-password secret (the demo derives its note-encryption key from it), so
+// storing it would put a long-lived key where XSS can read it. The trade-off: after a reload the
+// session resumes but the export key is gone, and whatever it protects needs the password again
+// (the demo's "unlock" runs a fresh login, which yields the key and replaces the session).
+// ---------------------------------------------------------------------------------------------
+
+/** The WebSocket subprotocol of the wire contract. */
+export const SUBPROTOCOL = "sessiond.v1";
+
+const CONNECT_TIMEOUT_MS = 10_000;
+const REQUEST_TIMEOUT_MS = 30_000;
+const HEARTBEAT_MS = 25_000; // pings keep NATs open and detect dead sockets; they are not activity
+const READY_WAIT_MS = 15_000; // how long a call waits for a reconnect before failing "offline"
+const ANON_REUSE_MS = 10_000; // an unauthenticated socket older than this is not reused
+
+// Close codes after which a client with a live session reconnects and resumes.
+const RECONNECT_CODES = new Set([1001, 1005, 1006, 1011, 1012, 1013, 1014, 4429]);
+
+/** An error from the server (its code and message) or from this client. */
+export class SessiondError extends Error {
+  constructor(code, message, status) {
+    super(message || code);
+    this.name = "SessiondError";
+    this.code = code;
+    if (status !== undefined) this.status = status;
+  }
+}
+
+/**
+ * The delay before reconnect attempt `attempt` (0-based): exponential from baseMs, capped at
+ * maxMs, with "equal jitter" so that many clients dropped at once do not return in lockstep.
+ */
+export function backoffDelay(attempt, baseMs = 500, maxMs = 30_000) {
+  const ceiling = Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 16));
+  return Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
+}
+
+let opaquePromise = null;
+
+/**
+ * Loads @serenity-kit/opaque from the built bundle next to this file and waits for its
+ * WebAssembly to be ready. Rejects with code "opaque_unavailable" when the bundle is missing.
+ */
+export function loadOpaque() {
+  if (!opaquePromise) {
+    opaquePromise = import(new URL("./vendor/opaque.js", import.meta.url).href)
+      .then(async (mod) => {
+        await mod.ready;
+        return mod;
+      })
+      .catch((err) => {
+        opaquePromise = null;
+        throw new SessiondError(
+          "opaque_unavailable",
+          "The OPAQUE library bundle (vendor/opaque.js) could not be loaded; build it with `make web`. " +
+            `(${err && err.message ? err.message : err})`,
+        );
+      });
+  }
+  return opaquePromise;
+}
+
+// Lets the browser paint (a "working..." state) before a CPU-heavy, blocking OPAQUE step:
+// Argon2id with 64 MiB runs on the main thread for about a second.
+function nextPaint() {
+  return new Promise((resolve) => {
+    if (typeof requestAnimationFrame === "function") requestAnimationFrame(() => setTimeout(resolve, 0));
+    else setTimeout(resolve, 0);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Channel: one WebSocket with request/reply by id. It knows nothing about sessions.
+
+class Channel {
+  constructor(ws, handlers) {
+    this.ws = ws;
+    this.handlers = handlers; // {onNotice(msg), onClose(code, reason)}; null once detached
+    this.pending = new Map(); // id -> {resolve, reject, expect, timer}
+    this.seq = 0;
+    this.closed = false;
+    this.authenticated = false;
+    this.heartbeat = null;
+    this.missedPongs = 0;
+    this.openedAt = Date.now();
+    ws.addEventListener("message", (ev) => this.onMessage(ev));
+    ws.addEventListener("close", (ev) => this.onClose(ev.code, ev.reason));
+  }
+
+  static open(url, handlers, WebSocketImpl) {
+    return new Promise((resolve, reject) => {
+      let ws;
+      try {
+        ws = new WebSocketImpl(url, SUBPROTOCOL);
+      } catch (err) {
+        reject(new SessiondError("connect_failed", `cannot open ${url}: ${err.message}`));
+        return;
+      }
+      const timer = setTimeout(() => {
+        ws.close();
+        reject(new SessiondError("connect_failed", "the server did not answer in time"));
+      }, CONNECT_TIMEOUT_MS);
+      const fail = () => {
+        clearTimeout(timer);
+        reject(new SessiondError("connect_failed", "cannot reach the server"));
+      };
+      ws.addEventListener("error", fail, { once: true });
+      ws.addEventListener(
+        "open",
+        () => {
+          clearTimeout(timer);
+          ws.removeEventListener("error", fail);
+          if (ws.protocol !== SUBPROTOCOL) {
+            ws.close(1000);
+            reject(new SessiondError("protocol", `the server chose subprotocol "${ws.protocol}"`));
+            return;
+          }
+          resolve(new Channel(ws, handlers));
+        },
+        { once: true },
+      );
+    });
+  }
+
+  onMessage(ev) {
+    if (typeof ev.data !== "string") return; // the protocol has text frames only
+    let msg;
+    try {
+      msg = JSON.parse(ev.data);
+    } catch {
+      return;
+    }
+    if (!msg || typeof msg !== "object" || typeof msg.type !== "string") return;
+    if (msg.type === "pong") this.missedPongs = 0;
+    if (msg.type.startsWith("notice.")) {
+      if (this.handlers) this.handlers.onNotice(msg);
+      return;
+    }
+    const p = msg.id !== undefined ? this.pending.get(msg.id) : undefined;
+    if (!p) return; // a reply to a request we gave up on, or an id-less error
+    this.pending.delete(msg.id);
+    clearTimeout(p.timer);
+    if (msg.type === "error") p.reject(new SessiondError(String(msg.code || "error"), String(msg.message || "")));
+    else if (p.expect && msg.type !== p.expect) p.reject(new SessiondError("protocol", `expected ${p.expect}, got ${msg.type}`));
+    else p.resolve(msg);
+  }
+
+  onClose(code, reason) {
+    if (this.closed) return;
+    this.closed = true;
+    this.stopHeartbeat();
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(new SessiondError("closed", `connection closed (${code}${reason ? `: ${reason}` : ""})`));
+    }
+    this.pending.clear();
+    if (this.handlers) this.handlers.onClose(code, reason);
+  }
+
+  // Sends {type, id, ...fields}; resolves with the reply of type `expect` (any type when null).
+  request(type, fields = {}, expect = null, timeoutMs = REQUEST_TIMEOUT_MS) {
+    if (this.closed || this.ws.readyState !== 1) {
+      return Promise.reject(new SessiondError("closed", "not connected"));
+    }
+    const id = `c${++this.seq}`;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new SessiondError("timeout", `no reply to ${type}`));
+      }, timeoutMs);
+      this.pending.set(id, { resolve, reject, expect, timer });
+      this.ws.send(JSON.stringify({ type, id, ...fields }));
+    });
+  }
+
+  startHeartbeat() {
+    this.stopHeartbeat();
+    this.heartbeat = setInterval(() => {
+      if (this.missedPongs >= 2) {
+        // Two pings without a pong: the socket is dead even if the browser has not noticed.
+        this.ws.close(4000, "heartbeat lost");
+        this.onClose(1006, "heartbeat lost");
+        return;
+      }
+      this.missedPongs++;
+      try {
+        this.ws.send(JSON.stringify({ type: "ping" }));
+      } catch {
+        /* the close event follows */
+      }
+    }, HEARTBEAT_MS);
+  }
+
+  stopHeartbeat() {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = null;
+  }
+
+  // Stops delivering events; used for a channel that is being retired.
+  detach() {
+    this.handlers = null;
+    this.stopHeartbeat();
+  }
+
+  close(code = 1000, reason = "") {
+    this.detach();
+    if (!this.closed) {
+      try {
+        this.ws.close(code, reason);
+      } catch {
+        /* already closing */
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Token storage.
+
+/** Keeps {token, session_id, username} in a Storage (default: sessionStorage). */
+class TokenStore {
+  constructor(storage, key) {
+    this.storage = storage;
+    this.key = key;
+  }
+  load() {
+    try {
+      const v = JSON.parse(this.storage.getItem(this.key) || "null");
+      return v && typeof v.token === "string" ? v : null;
+    } catch {
+      return null;
+    }
+  }
+  save(v) {
+    try {
+      this.storage.setItem(this.key, JSON.stringify(v));
+    } catch {
+      /* storage full or disabled: the session then lasts as long as the page */
+    }
+  }
+  clear() {
+    try {
+      this.storage.removeItem(this.key);
+    } catch {
+      /* ignore */
+    }
+  }
+}
+
+function memoryStorage() {
+  const m = new Map();
+  return {
+    getItem: (k) => (m.has(k) ? m.get(k) : null),
+    setItem: (k, v) => m.set(k, String(v)),
+    removeItem: (k) => m.delete(k),
+  };
+}
+
+function defaultStorage() {
+  try {
+    if (typeof sessionStorage !== "undefined") return sessionStorage;
+  } catch {
+    /* access denied (e.g. sandboxed iframe) */
+  }
+  return memoryStorage();
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP API.
+
+/**
+ * The HTTP API with the client's current token (client.http). Every method rejects with a
+ * SessiondError carrying the server's code and the HTTP status.
+ */
+export class SessiondHTTP {
+  constructor(baseURL, getToken, onRotated) {
+    this.baseURL = baseURL;
+    this.getToken = getToken;
+    this.onRotated = onRotated;
+  }
+
+  async request(method, path, { body, headers = {}, raw = false } = {}) {
+    const token = this.getToken();
+    if (!token) throw new SessiondError("unauthenticated", "not signed in", 401);
+    let res;
+    try {
+      res = await fetch(this.baseURL + path, {
+        method,
+        headers: { Authorization: `Bearer ${token}`, ...headers },
+        body,
+        cache: "no-store",
+        credentials: "omit", // the token is the credential; no cookies involved
+      });
+    } catch (err) {
+      throw new SessiondError("connect_failed", `cannot reach the server: ${err.message}`);
+    }
+    if (!res.ok) {
+      let code = "http_" + res.status;
+      let message = res.statusText;
+      try {
+        const e = await res.json();
+        if (e && typeof e.code === "string") ({ code, message } = e);
+      } catch {
+        /* not JSON */
+      }
+      throw new SessiondError(code, message, res.status);
+    }
+    if (raw || res.status === 204) return res;
+    return res.json();
+  }
+
+  /** GET /api/v1/session -> the session object (no token). */
+  async session() {
+    return (await this.request("GET", "/api/v1/session")).session;
+  }
+
+  /** POST /api/v1/session/refresh -> {idle_expires_at, expires_at}; the new token is stored. */
+  async refresh() {
+    const r = await this.request("POST", "/api/v1/session/refresh");
+    this.onRotated(r);
+    return { idle_expires_at: r.idle_expires_at, expires_at: r.expires_at };
+  }
+
+  /** GET /api/v1/sessions -> the device list. */
+  async sessions() {
+    return (await this.request("GET", "/api/v1/sessions")).sessions;
+  }
+
+  /** DELETE /api/v1/sessions/{id}. */
+  async revoke(sessionId) {
+    await this.request("DELETE", `/api/v1/sessions/${encodeURIComponent(sessionId)}`);
+  }
+
+  /** POST /api/v1/sessions/revoke-others -> the revoked session ids. */
+  async revokeOthers() {
+    return (await this.request("POST", "/api/v1/sessions/revoke-others")).session_ids;
+  }
+
+  /** GET /api/v1/vault -> {data: Uint8Array, etag} or null when nothing was ever stored. */
+  async getVault() {
+    try {
+      const res = await this.request("GET", "/api/v1/vault", { raw: true });
+      return { data: new Uint8Array(await res.arrayBuffer()), etag: res.headers.get("ETag") };
+    } catch (err) {
+      if (err.status === 404) return null;
+      throw err;
+    }
+  }
+
+  /**
+   * PUT /api/v1/vault -> the new ETag. Pass {ifMatch: etag} to replace the version you read, or
+   * {ifNoneMatch: true} to create it only if none exists; a lost race rejects with status 412
+   * (code "precondition_failed").
+   */
+  async putVault(data, { ifMatch, ifNoneMatch } = {}) {
+    const headers = { "Content-Type": "application/octet-stream" };
+    if (ifMatch) headers["If-Match"] = ifMatch;
+    if (ifNoneMatch) headers["If-None-Match"] = "*";
+    const res = await this.request("PUT", "/api/v1/vault", { body: data, headers, raw: true });
+    return res.headers.get("ETag");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client.
+
+/**
+ * A sessiond client for one browser tab.
+ *
+ * Options (all optional):
+ *   baseURL        the server, default location.origin (the WebSocket URL is derived from it)
+ *   storage        where the token lives, default sessionStorage (see the note at the top)
+ *   storageKey     default "sessiond"
+ *   device         default device label sent at login (the server derives one when empty)
+ *   WebSocket      WebSocket implementation, default globalThis.WebSocket
+ *   reconnect      {baseMs: 500, maxMs: 30000} back-off bounds
+ */
+export class SessiondClient extends EventTarget {
+  #base;
+  #wsURL;
+  #store;
+  #WS;
+  #device;
+  #reconnectOpts;
+  #chan = null; // the current channel (anonymous or authenticated)
+  #session = null; // current session object, without token
+  #creds = null; // {token, session_id, username}
+  #skewMs = 0; // server clock minus local clock, estimated
+  #attempt = 0;
+  #reconnectTimer = null;
+  #reconnecting = false;
+  #resuming = false; // a reconnect attempt is in flight
+  #readyWaiters = [];
+  #refreshInFlight = false;
+  #refreshUncertain = false;
+  #loggingOut = false;
+  #bc = null;
+
+  constructor(opts = {}) {
+    super();
+    this.#base = (opts.baseURL || globalThis.location.origin).replace(/\/+$/, "");
+    const u = new URL(this.#base + "/ws");
+    u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
+    this.#wsURL = u.href;
+    this.#store = new TokenStore(opts.storage || defaultStorage(), opts.storageKey || "sessiond");
+    this.#WS = opts.WebSocket || globalThis.WebSocket;
+    this.#device = opts.device || "";
+    this.#reconnectOpts = { baseMs: 500, maxMs: 30_000, ...(opts.reconnect || {}) };
+    this.#creds = this.#store.load();
+    this.http = new SessiondHTTP(
+      this.#base,
+      () => this.#creds && this.#creds.token,
+      (r) => this.#rotated(r),
+    );
+    if (typeof BroadcastChannel === "function") {
+      this.#bc = new BroadcastChannel(`sessiond:${opts.storageKey || "sessiond"}`);
+      this.#bc.onmessage = (ev) => {
+        const m = ev.data;
+        // A duplicated tab holding the same session adopts the rotated token.
+        if (m && m.type === "token" && this.#creds && m.session_id === this.#creds.session_id) {
+          this.#creds = { ...this.#creds, token: m.token };
+          this.#store.save(this.#creds);
+        }
+      };
+    }
+    if (typeof addEventListener === "function") {
+      addEventListener("online", () => {
+        if (this.#reconnecting) this.#reconnectNow();
+      });
+    }
+  }
+
+  /** The current session (no token), or null when signed out. */
+  get session() {
+    return this.#session;
+  }
+
+  /** The username this session was signed in with (kept with the token), or "". */
+  get username() {
+    return (this.#creds && this.#creds.username) || "";
+  }
+
+  /** Whether a token is stored (a session may be resumable). */
+  get hasStoredSession() {
+    return !!(this.#creds && this.#creds.token);
+  }
+
+  /** The server's current time in ms since the epoch, corrected for the estimated clock skew. */
+  serverNow() {
+    return Date.now() + this.#skewMs;
+  }
+
+  // --- connection handling -------------------------------------------------------------------
+
+  #emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  #handlers() {
+    const handlers = {
+      onNotice: (msg) => this.#onNotice(msg),
+      onClose: (code, reason) => this.#onClose(handlers, code, reason),
+    };
+    return handlers;
+  }
+
+  async #openChannel() {
+    return Channel.open(this.#wsURL, this.#handlers(), this.#WS);
+  }
+
+  // The current channel when it is anonymous, open and young enough to finish an OPAQUE flow
+  // well within the server's handshake deadline (default 30 s from the upgrade); else null, and
+  // an anonymous one that is too old is closed.
+  #reusableAnon() {
+    const c = this.#chan;
+    if (!c || c.closed || c.authenticated) return null;
+    if (Date.now() - c.openedAt < ANON_REUSE_MS) return c;
+    c.close();
+    this.#chan = null;
+    return null;
+  }
+
+  // An unauthenticated channel for register/login: the current anonymous one (see above), else
+  // a fresh one. `temporary` tells the caller to close it when done.
+  async #anonChannel() {
+    const reuse = this.#reusableAnon();
+    if (reuse) return { chan: reuse, temporary: false };
+    const chan = await this.#openChannel();
+    if (!this.#chan || this.#chan.closed) {
+      this.#chan = chan;
+      return { chan, temporary: false };
+    }
+    return { chan, temporary: true };
+  }
+
+  // The authenticated channel, waiting for a reconnect in progress.
+  async #authedChannel() {
+    if (!this.#session) throw new SessiondError("unauthenticated", "not signed in");
+    if (this.#chan && this.#chan.authenticated && !this.#chan.closed) return this.#chan;
+    if (!this.#reconnecting) throw new SessiondError("offline", "not connected");
+    await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#readyWaiters = this.#readyWaiters.filter((w) => w.resolve !== resolve);
+        reject(new SessiondError("offline", "not connected; reconnecting"));
+      }, READY_WAIT_MS);
+      this.#readyWaiters.push({
+        resolve: () => (clearTimeout(timer), resolve()),
+        reject: (e) => (clearTimeout(timer), reject(e)),
+      });
+    });
+    return this.#chan;
+  }
+
+  #settleWaiters(err) {
+    const ws = this.#readyWaiters;
+    this.#readyWaiters = [];
+    for (const w of ws) err ? w.reject(err) : w.resolve();
+  }
+
+  #adopt(chan, session, { token, username } = {}) {
+    if (this.#chan && this.#chan !== chan) this.#chan.detach();
+    this.#chan = chan;
+    chan.authenticated = true;
+    chan.startHeartbeat();
+    const prev = this.#creds || {};
+    this.#creds = {
+      token: token || prev.token,
+      session_id: session.id,
+      username: username !== undefined ? username : prev.username || "",
+    };
+    this.#store.save(this.#creds);
+    this.#setSession(session);
+  }
+
+  #setSession(s) {
+    const { token, ...rest } = s; // the token never leaves the store
+    if (token) {
+      // A login.ok: created_at is "now" on the server. Estimate the clock skew from it, so that
+      // countdowns are right even when this device's clock is not.
+      const stamp = Date.parse(rest.created_at);
+      this.#skewMs = !Number.isNaN(stamp) && Math.abs(stamp - Date.now()) > 1000 ? stamp - Date.now() : 0;
+    }
+    this.#session = rest;
+    this.#emit("session", this.#session);
+  }
+
+  #patchSession(fields) {
+    if (!this.#session) return;
+    const next = { ...this.#session };
+    let changed = false;
+    for (const [k, v] of Object.entries(fields)) {
+      if (v !== undefined && next[k] !== v) {
+        next[k] = v;
+        changed = true;
+      }
+    }
+    if (changed) {
+      this.#session = next;
+      this.#emit("session", next);
+    }
+  }
+
+  #rotated(r) {
+    this.#creds = { ...this.#creds, token: r.token };
+    this.#store.save(this.#creds);
+    if (this.#bc) this.#bc.postMessage({ type: "token", session_id: this.#creds.session_id, token: r.token });
+    this.#patchSession({ idle_expires_at: r.idle_expires_at, expires_at: r.expires_at });
+  }
+
+  #onNotice(msg) {
+    switch (msg.type) {
+      case "notice.refresh_due":
+        this.#patchSession({ idle_expires_at: msg.idle_expires_at });
+        break;
+      case "notice.sessions_changed": {
+        const me = Array.isArray(msg.sessions) && this.#session ? msg.sessions.find((s) => s.id === this.#session.id) : null;
+        if (me) this.#patchSession({ idle_expires_at: me.idle_expires_at, last_seen_at: me.last_seen_at });
+        break;
+      }
+    }
+    this.#emit(msg.type, msg);
+    if (msg.type === "notice.expired" || msg.type === "notice.revoked") {
+      // Our own logout may reach this connection as notice.revoked before the reply does.
+      const own = this.#loggingOut && msg.type === "notice.revoked" && msg.reason === "logout";
+      this.#end(msg.reason || "unknown", !own);
+    }
+  }
+
+  #onClose(handlers, code, reason) {
+    const chan = this.#chan;
+    if (!chan || chan.handlers !== handlers) return; // a retired channel
+    this.#emit("connection", { state: "closed", code, reason });
+    if (!this.#session || !chan.authenticated) {
+      this.#chan = null; // anonymous: the next register/login opens a new one
+      return;
+    }
+    if (this.#refreshInFlight) this.#refreshUncertain = true;
+    if (code === 4401) return this.#end(this.#guessExpiry(), true); // notice lost: still over
+    if (code === 4403) return this.#end("unknown", true);
+    if (code === 1000) return this.#end("logout", !this.#loggingOut);
+    if (RECONNECT_CODES.has(code)) return this.#scheduleReconnect();
+    this.#end("closed_" + code, true); // a protocol violation: do not loop
+  }
+
+  #guessExpiry() {
+    const s = this.#session;
+    if (!s) return "session_invalid";
+    const now = this.serverNow();
+    if (now >= Date.parse(s.expires_at) - 1000) return "absolute";
+    if (now >= Date.parse(s.idle_expires_at) - 1000) return "idle";
+    return "session_invalid";
+  }
+
+  #scheduleReconnect() {
+    this.#reconnecting = true;
+    clearTimeout(this.#reconnectTimer);
+    const delay = backoffDelay(this.#attempt++, this.#reconnectOpts.baseMs, this.#reconnectOpts.maxMs);
+    this.#emit("connection", { state: "reconnecting", attempt: this.#attempt, delay_ms: delay });
+    this.#reconnectTimer = setTimeout(() => this.#reconnectNow(), delay);
+  }
+
+  async #reconnectNow() {
+    clearTimeout(this.#reconnectTimer);
+    if (!this.#session || !this.#creds || this.#resuming) return;
+    this.#resuming = true;
+    let chan;
+    try {
+      chan = await this.#openChannel();
+      const ok = await chan.request("session.resume", { token: this.#creds.token }, "session.ok");
+      // Ended meanwhile, or a login replaced the session while this resume was in flight.
+      if (!this.#session || !this.#reconnecting) return chan.close();
+      this.#reconnecting = false;
+      this.#attempt = 0;
+      this.#adopt(chan, ok.session);
+      this.#emit("connection", { state: "open" });
+      this.#settleWaiters();
+      if (this.#refreshUncertain) {
+        // A refresh was in flight when the socket dropped: the server may have rotated the
+        // token. Rotate again now, while the old token is within its grace period.
+        this.#refreshUncertain = false;
+        this.refresh().catch(() => {});
+      }
+    } catch (err) {
+      if (chan) chan.close();
+      if (!this.#reconnecting) return; // a login took over meanwhile
+      if (err.code === "session_invalid") return this.#end(this.#guessExpiry(), true);
+      if (this.#session) this.#scheduleReconnect();
+    } finally {
+      this.#resuming = false;
+    }
+  }
+
+  #end(reason, forced) {
+    const had = !!this.#session;
+    clearTimeout(this.#reconnectTimer);
+    this.#reconnecting = false;
+    this.#attempt = 0;
+    this.#session = null;
+    this.#creds = null;
+    this.#refreshInFlight = this.#refreshUncertain = false;
+    this.#loggingOut = false;
+    this.#store.clear();
+    if (this.#chan) {
+      this.#chan.close();
+      this.#chan = null;
+    }
+    this.#settleWaiters(new SessiondError("session_ended", "the session has ended"));
+    if (had) this.#emit("ended", { reason, forced });
+  }
+
+  // --- registration and login ------------------------------------------------------------------
+
+  /**
+   * Creates an account. Resolves with {userId, exportKey}. Works signed in or out (a signed-in
+   * client uses a separate, temporary connection). Does not sign in.
+   */
+  async register(username, password) {
+    const opaque = await loadOpaque();
+    const { chan, temporary } = await this.#anonChannel();
+    try {
+      const { clientRegistrationState, registrationRequest } = opaque.client.startRegistration({ password });
+      const ch = await chan.request("register.start", { username, request: registrationRequest }, "register.challenge");
+      await nextPaint();
+      const { registrationRecord, exportKey } = opaque.client.finishRegistration({
+        clientRegistrationState,
+        registrationResponse: ch.response,
+        password,
+      });
+      const ok = await chan.request("register.finish", { record: registrationRecord }, "register.ok");
+      return { userId: ok.user_id, exportKey };
+    } finally {
+      if (temporary) chan.close();
+    }
+  }
+
+  /**
+   * Signs in with OPAQUE. Resolves with {session, exportKey}; the token is stored and the
+   * connection stays open for notices. A wrong password or unknown user rejects with
+   * "auth_failed". Called while signed in (re-authentication before the absolute deadline, or
+   * to obtain the export key again after a reload), it signs in on a new connection and then
+   * logs the previous session out, so the device keeps exactly one session.
+   */
+  async login(username, password, { device } = {}) {
+    const opaque = await loadOpaque();
+    const previous = this.#session ? this.#chan : null;
+    const reuse = previous ? null : this.#reusableAnon();
+    const fresh = !reuse;
+    const chan = reuse || (await this.#openChannel());
+    if (!previous) this.#chan = chan;
+    try {
+      const { clientLoginState, startLoginRequest } = opaque.client.startLogin({ password });
+      const label = device !== undefined ? device : this.#device;
+      const fields = { username, ke1: startLoginRequest };
+      if (label) fields.device = label;
+      const ch = await chan.request("login.start", fields, "login.challenge");
+      await nextPaint();
+      const result = opaque.client.finishLogin({ clientLoginState, loginResponse: ch.ke2, password });
+      if (!result) {
+        // The server's response did not verify: wrong password or unknown user. Tell the server
+        // nothing more; its own answer for this attempt would be the same auth_failed.
+        throw new SessiondError("auth_failed", "wrong username or password");
+      }
+      const ok = await chan.request("login.finish", { ke3: result.finishLoginRequest }, "login.ok");
+      const session = ok.session;
+      if (previous && this.#session && session.user_id !== this.#session.user_id) {
+        await chan.request("session.logout", {}, "session.ended").catch(() => {});
+        chan.close();
+        throw new SessiondError("forbidden", "that is a different account; sign out first");
+      }
+      // Adopt the new session, then end the previous one quietly.
+      clearTimeout(this.#reconnectTimer);
+      this.#reconnecting = false;
+      this.#attempt = 0;
+      this.#adopt(chan, session, { token: session.token, username });
+      this.#settleWaiters();
+      if (previous && !previous.closed) {
+        previous.request("session.logout", {}, "session.ended").catch(() => {}).finally(() => previous.close());
+      }
+      return { session: this.#session, exportKey: result.exportKey };
+    } catch (err) {
+      if (fresh && previous) chan.close();
+      throw err;
+    }
+  }
+
+  /**
+   * Resumes the stored session (after a reload): resolves with the session, or null when no
+   * token is stored or the server no longer accepts it (the token is then dropped). Rejects with
+   * "connect_failed" when the server cannot be reached (the token is kept; try again later).
+   */
+  async resume() {
+    if (this.#session) return this.#session;
+    if (!this.#creds) return null;
+    const chan = await this.#openChannel();
+    if (this.#chan) this.#chan.close();
+    this.#chan = chan;
+    try {
+      const ok = await chan.request("session.resume", { token: this.#creds.token }, "session.ok");
+      this.#adopt(chan, ok.session);
+      return this.#session;
+    } catch (err) {
+      if (err.code === "session_invalid") {
+        this.#creds = null;
+        this.#store.clear();
+        return null;
+      }
+      throw err;
+    }
+  }
+
+  // --- on a signed-in connection -----------------------------------------------------------------
+
+  /** session.refresh: a new token (stored) and a later idle deadline. Resolves with the reply. */
+  async refresh() {
+    const chan = await this.#authedChannel();
+    this.#refreshInFlight = true;
+    try {
+      const r = await chan.request("session.refresh", {}, "session.refreshed");
+      this.#rotated(r);
+      return { idle_expires_at: r.idle_expires_at, expires_at: r.expires_at };
+    } finally {
+      this.#refreshInFlight = false;
+    }
+  }
+
+  /** session.logout. The token is dropped and "ended" fires with {reason: "logout", forced: false}. */
+  async logout() {
+    if (!this.#session) return;
+    this.#loggingOut = true;
+    try {
+      const chan = await this.#authedChannel();
+      await chan.request("session.logout", {}, "session.ended");
+    } catch {
+      // Offline or already over: still forget the token here; the server ends it at its deadline.
+    }
+    this.#end("logout", false);
+  }
+
+  /** sessions.list: the user's devices [{id, current, device, created_at, last_seen_at, ...}]. */
+  async listSessions() {
+    const chan = await this.#authedChannel();
+    const r = await chan.request("sessions.list", {}, "sessions");
+    const me = r.sessions.find((s) => s.current);
+    if (me) this.#patchSession({ idle_expires_at: me.idle_expires_at, last_seen_at: me.last_seen_at });
+    return r.sessions;
+  }
+
+  /** sessions.revoke: signs one device out. Revoking the current session is a logout. */
+  async revokeSession(sessionId) {
+    const chan = await this.#authedChannel();
+    if (sessionId !== this.#session.id) {
+      return (await chan.request("sessions.revoke", { session_id: sessionId }, "sessions.revoked")).session_ids;
+    }
+    // The current session: a logout, whose reply may be overtaken by the close.
+    this.#loggingOut = true;
+    try {
+      await chan.request("sessions.revoke", { session_id: sessionId }, "sessions.revoked");
+    } catch (err) {
+      if (err.code !== "closed" && err.code !== "session_ended") {
+        this.#loggingOut = false;
+        throw err;
+      }
+    }
+    this.#end("logout", false);
+    return [sessionId];
+  }
+
+  /** sessions.revoke_others: signs every other device out; resolves with their ids. */
+  async revokeOthers() {
+    const chan = await this.#authedChannel();
+    return (await chan.request("sessions.revoke_others", {}, "sessions.revoked")).session_ids;
+  }
+
+  /**
+   * Changes the password (OPAQUE re-registration while signed in). Every other session of the
+   * user is revoked by the server. Resolves with {exportKey}: the NEW export key, since a new
+   * registration has a new one; re-encrypt whatever the old key protected.
+   */
+  async changePassword(newPassword) {
+    const opaque = await loadOpaque();
+    const chan = await this.#authedChannel();
+    const { clientRegistrationState, registrationRequest } = opaque.client.startRegistration({ password: newPassword });
+    const ch = await chan.request("password.change.start", { request: registrationRequest }, "password.change.challenge");
+    await nextPaint();
+    const { registrationRecord, exportKey } = opaque.client.finishRegistration({
+      clientRegistrationState,
+      registrationResponse: ch.response,
+      password: newPassword,
+    });
+    await chan.request("password.change.finish", { record: registrationRecord }, "password.change.ok");
+    return { exportKey };
+  }
+
+  /** Closes the connection without ending the session (it can be resumed later). */
+  close() {
+    clearTimeout(this.#reconnectTimer);
+    this.#reconnecting = false;
+    if (this.#chan) {
+      this.#chan.close(1000, "client closed");
+      this.#chan = null;
+    }
+    this.#session = null;
+  }
+}

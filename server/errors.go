@@ -26,6 +26,7 @@ const (
 	CodeConflict           = "conflict"
 	CodeTooLarge           = "too_large"
 	CodeProofInvalid       = "proof_invalid"
+	CodeReauthRequired     = "reauth_required"
 )
 
 // errInsecure refuses to issue a token over plain HTTP.
@@ -52,6 +53,7 @@ var errorTable = []struct {
 	{session.ErrConflict, CodeConflict, http.StatusConflict, ""},
 	{session.ErrTooLarge, CodeTooLarge, http.StatusRequestEntityTooLarge, "too large"},
 	{session.ErrUnavailable, CodeUnavailable, http.StatusServiceUnavailable, "the service is temporarily unavailable; try again"},
+	{session.ErrReauthRequired, CodeReauthRequired, http.StatusForbidden, "prove the password again first (reauth.start / reauth.finish)"},
 	{session.ErrProof, CodeProofInvalid, http.StatusUnauthorized, ""},
 	{ErrRateLimited, CodeRateLimited, http.StatusTooManyRequests, "too many requests; slow down"},
 }

@@ -53,6 +53,8 @@ type conn struct {
 	reg            *session.Registration
 	login          *session.Login
 	pwChange       bool
+	recentAuth     time.Time      // the last proof of the password on this connection
+	reauth         *session.Login // a re-authentication in progress
 	pendingLabel   string
 	loginKey       string // the username's rate-limit key of the login in progress
 	timer          *time.Timer
@@ -273,7 +275,7 @@ func (c *conn) handle(data []byte) {
 	case "ping":
 		c.reply(in.ID, "pong", nil)
 	case "session.refresh", "session.logout", "sessions.list", "sessions.revoke", "sessions.revoke_others",
-		"password.change.start", "password.change.finish", "activity.list":
+		"password.change.start", "password.change.finish", "activity.list", "reauth.start", "reauth.finish":
 		c.handleAuthenticated(ctx, in)
 	default:
 		c.bad(in.ID, newWireError(CodeUnknownType, http.StatusBadRequest, "unknown message type"))
@@ -393,6 +395,7 @@ func (c *conn) handleUnauthenticated(ctx context.Context, in Inbound) {
 		}
 		c.mu.Unlock()
 		if err != nil {
+			c.refundLoginAttempt(err, userKey)
 			c.replyErr(in.ID, err)
 			return
 		}
@@ -416,6 +419,7 @@ func (c *conn) handleUnauthenticated(ctx context.Context, in Inbound) {
 		}
 		info, token, err := m.LoginFinish(ctx, l, ke3, session.DeviceInfo{Label: label, IP: c.ip, UserAgent: c.userAgent})
 		if err != nil {
+			c.refundLoginAttempt(err, userKey)
 			c.replyErr(in.ID, err)
 			return
 		}
@@ -423,11 +427,21 @@ func (c *conn) handleUnauthenticated(ctx context.Context, in Inbound) {
 			_, _ = c.srv.counter.Add(ctx, userKey, -1, c.srv.limits.Window)
 		}
 		s, err := m.Check(ctx, info.ID)
+		if errors.Is(err, session.ErrUnavailable) {
+			// The session is stored and its token minted; only the re-read failed. Answering
+			// unavailable would leave a session nobody holds the token of: sign the connection in
+			// with what the login returned (every later message re-checks the store).
+			s, err = session.Session{ID: info.ID, UserID: info.UserID, VaultID: info.VaultID, CreatedAt: info.CreatedAt,
+				LastSeenAt: info.LastSeenAt, IdleExpiresAt: info.IdleExpiresAt, ExpiresAt: info.ExpiresAt}, nil
+		}
 		if err != nil {
 			c.replyErr(in.ID, err)
 			return
 		}
 		c.authenticate(s)
+		c.mu.Lock()
+		c.recentAuth = m.Now()
+		c.mu.Unlock()
 		c.reply(in.ID, "login.ok", map[string]any{"session": sessionObject(info, token)})
 		// The device list notice of this login was published before this connection joined
 		// the user's topic; it is the one that caused it, so it gets the list too.
@@ -452,6 +466,16 @@ func (c *conn) handleUnauthenticated(ctx context.Context, in Inbound) {
 		s = m.Touch(s)
 		c.authenticate(s)
 		c.reply(in.ID, "session.ok", map[string]any{"session": sessionObject(m.Info(s), "")})
+	}
+}
+
+// refundLoginAttempt takes back the count a login.start put on the username when the attempt
+// failed for want of the store: an outage is not a password guess (no challenge was answered,
+// or the password was right), and users retrying through one must not find themselves rate
+// limited once it is over.
+func (c *conn) refundLoginAttempt(err error, userKey string) {
+	if userKey != "" && errors.Is(err, session.ErrUnavailable) {
+		_, _ = c.srv.counter.Add(context.WithoutCancel(c.ctx), userKey, -1, c.srv.limits.Window)
 	}
 }
 
@@ -559,7 +583,56 @@ func (c *conn) handleAuthenticated(ctx context.Context, in Inbound) {
 			return
 		}
 		c.reply(in.ID, "sessions.revoked", map[string]any{"session_ids": nonNil(ids)})
+	case "reauth.start":
+		ke1, err := session.DecodeB64(in.KE1)
+		if err != nil {
+			c.replyErr(in.ID, err)
+			return
+		}
+		if c.srv.limited(ctx, "login_failures_per_user", "reauth:"+c.srv.mgr.Keys().LogID(s.UserID), c.srv.limits.LoginFailuresPerUser) {
+			c.replyErr(in.ID, ErrRateLimited)
+			return
+		}
+		ke2, l, err := m.ReauthStart(ctx, s, ke1)
+		c.mu.Lock()
+		c.reauth = l
+		c.mu.Unlock()
+		if err != nil {
+			c.replyErr(in.ID, err)
+			return
+		}
+		c.reply(in.ID, "reauth.challenge", map[string]string{"ke2": session.EncodeB64(ke2)})
+	case "reauth.finish":
+		c.mu.Lock()
+		l := c.reauth
+		c.reauth = nil
+		c.mu.Unlock()
+		if l == nil {
+			c.replyErr(in.ID, outOfOrder("reauth.finish must follow reauth.start"))
+			return
+		}
+		ke3, err := session.DecodeB64(in.KE3)
+		if err != nil {
+			c.replyErr(in.ID, err)
+			return
+		}
+		if err := m.ReauthFinish(ctx, l, ke3); err != nil {
+			c.replyErr(in.ID, err)
+			return
+		}
+		_, _ = c.srv.counter.Add(ctx, "reauth:"+c.srv.mgr.Keys().LogID(s.UserID), -1, c.srv.limits.Window)
+		c.mu.Lock()
+		c.recentAuth = m.Now()
+		c.mu.Unlock()
+		c.reply(in.ID, "reauth.ok", nil)
 	case "password.change.start":
+		c.mu.Lock()
+		fresh := !c.recentAuth.IsZero() && m.Now().Sub(c.recentAuth) < session.ReauthWindow
+		c.mu.Unlock()
+		if !fresh {
+			c.replyErr(in.ID, session.ErrReauthRequired)
+			return
+		}
 		req, err := session.DecodeB64(in.Request)
 		if err != nil {
 			c.replyErr(in.ID, err)

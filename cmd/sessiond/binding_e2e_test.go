@@ -173,3 +173,51 @@ func TestProofOfPossession(t *testing.T) {
 	}
 	_ = context.Background
 }
+
+// TestPasswordChangeNeedsFreshAuth: a stolen token (a resumed connection) cannot change the
+// password; proving the password again on the connection allows it.
+func TestPasswordChangeNeedsFreshAuth(t *testing.T) {
+	n := startNode(t, nil)
+	ctx := ctxT(t)
+	name := uniqueName("reauth")
+	c := dial(t, n, cheap)
+	if _, _, err := c.Register(ctx, name, "pw"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Login(ctx, name, "pw", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	thief := dial(t, n, cheap)
+	if _, err := thief.Resume(ctx, res.Session.Token); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := thief.ChangePassword(ctx, "mine now"); !client.IsCode(err, "reauth_required") {
+		t.Fatalf("password change on a resumed connection: %v", err)
+	}
+	if err := thief.Reauth(ctx, "guess"); !client.IsCode(err, "auth_failed") {
+		t.Fatalf("reauth with a wrong password: %v", err)
+	}
+	if _, err := thief.Call(ctx, "reauth.finish", map[string]any{"ke3": "AAAA"}); !client.IsCode(err, "out_of_order") {
+		t.Fatalf("reauth.finish without start: %v", err)
+	}
+	// The owner, who knows the password, re-authenticates on a resumed connection and changes it.
+	owner := dial(t, n, cheap)
+	if _, err := owner.Resume(ctx, res.Session.Token); err != nil {
+		t.Fatal(err)
+	}
+	if err := owner.Reauth(ctx, "pw"); err != nil {
+		t.Fatalf("reauth: %v", err)
+	}
+	if _, err := owner.ChangePassword(ctx, "new pw"); err != nil {
+		t.Fatalf("password change after reauth: %v", err)
+	}
+	// Right after a login no extra step is needed.
+	c2 := dial(t, n, cheap)
+	if _, err := c2.Login(ctx, name, "new pw", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c2.ChangePassword(ctx, "newer pw"); err != nil {
+		t.Fatalf("password change right after login: %v", err)
+	}
+}

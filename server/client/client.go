@@ -498,6 +498,45 @@ func (c *Conn) Logout(ctx context.Context) error {
 	return err
 }
 
+// Reauth proves the password again on a signed-in connection, as a password change requires
+// when the connection did not log in within the last 10 minutes (e.g. after a resume).
+func (c *Conn) Reauth(ctx context.Context, password string) error {
+	oc, err := opaque.DefaultConfiguration().Client()
+	if err != nil {
+		return err
+	}
+	ke1, err := oc.GenerateKE1([]byte(password))
+	if err != nil {
+		return err
+	}
+	m, err := c.Call(ctx, "reauth.start", map[string]any{"ke1": b64.EncodeToString(ke1.Serialize())})
+	if err != nil {
+		return err
+	}
+	var ch struct {
+		KE2 string `json:"ke2"`
+	}
+	if err := m.Decode(&ch); err != nil {
+		return err
+	}
+	raw, err := b64.DecodeString(ch.KE2)
+	if err != nil {
+		return fmt.Errorf("server sent a malformed ke2: %w", err)
+	}
+	ke2, err := oc.Deserialize.KE2(raw)
+	if err != nil {
+		return err
+	}
+	ke3b := make([]byte, 64)
+	if ke3, _, _, err := oc.GenerateKE3(ke2, nil, nil, c.opts.KSF.options()); err == nil {
+		ke3b = ke3.Serialize()
+	} else {
+		_, _ = rand.Read(ke3b) // let the server see and count the failure
+	}
+	_, err = c.Call(ctx, "reauth.finish", map[string]any{"ke3": b64.EncodeToString(ke3b)})
+	return err
+}
+
 // ChangePassword re-registers the signed-in user with a new password and returns the new
 // export key. Every other session of the user ends.
 func (c *Conn) ChangePassword(ctx context.Context, newPassword string) ([]byte, error) {

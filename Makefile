@@ -1,5 +1,5 @@
 # The two commands that matter (see README.md): `make run` and `make test`.
-.PHONY: run test web build
+.PHONY: run test web build fuzz-short
 
 # Installs the pinned npm packages (npm ci) and builds the demo page's OPAQUE bundle
 # web/static/vendor/opaque.js from them (npm run build), which the server embeds. Without npm
@@ -22,3 +22,11 @@ build:
 test: web
 	go vet ./...
 	go test -race -count=1 -timeout 20m ./...
+	$(MAKE) fuzz-short
+
+# A short coverage-guided run of every fuzz target (the seed corpora already run above).
+fuzz-short:
+	go test -run '^$$' -fuzz '^FuzzDecodeInbound$$' -fuzztime 5s ./server
+	go test -run '^$$' -fuzz '^FuzzParseToken$$' -fuzztime 5s ./session
+	go test -run '^$$' -fuzz '^FuzzNormalizeUsername$$' -fuzztime 5s ./session
+	go test -run '^$$' -fuzz '^FuzzOPAQUEMessages$$' -fuzztime 5s ./session

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -11,6 +12,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/bytemare/opaque"
 )
@@ -31,6 +34,11 @@ type Keys struct {
 	// SealKeys encrypt metadata at rest (AES-256-GCM) under a key id, for rotation.
 	SealKeys       map[string][]byte
 	CurrentSealKey string
+	// NextTokenKey and NextSealKey, when set, name staged keys (see Stage): every node can
+	// already verify and open with them, none issues or seals with them yet, and a token found
+	// under the next key is not re-hashed back to the current one.
+	NextTokenKey string
+	NextSealKey  string
 	// FakeKey derives the stable fake OPAQUE records of unknown usernames.
 	FakeKey []byte
 	// LogKey derives the short keyed hashes of session ids that logs carry.
@@ -47,6 +55,8 @@ type keyFile struct {
 	CurrentTokenKey string            `json:"current_token_key"`
 	SealKeys        map[string]string `json:"seal_keys"`
 	CurrentSealKey  string            `json:"current_seal_key"`
+	NextTokenKey    string            `json:"next_token_key,omitempty"`
+	NextSealKey     string            `json:"next_seal_key,omitempty"`
 	FakeKey         string            `json:"fake_key"`
 	LogKey          string            `json:"log_key"`
 }
@@ -87,6 +97,8 @@ func (k *Keys) Marshal() ([]byte, error) {
 		CurrentTokenKey: k.CurrentTokenKey,
 		SealKeys:        map[string]string{},
 		CurrentSealKey:  k.CurrentSealKey,
+		NextTokenKey:    k.NextTokenKey,
+		NextSealKey:     k.NextSealKey,
 		FakeKey:         EncodeB64(k.FakeKey),
 		LogKey:          EncodeB64(k.LogKey),
 	}
@@ -108,7 +120,8 @@ func ParseKeys(data []byte) (*Keys, error) {
 	if f.Version != 1 {
 		return nil, fmt.Errorf("key file version %d is not supported", f.Version)
 	}
-	k := &Keys{TokenKeys: map[string][]byte{}, SealKeys: map[string][]byte{}, CurrentTokenKey: f.CurrentTokenKey, CurrentSealKey: f.CurrentSealKey}
+	k := &Keys{TokenKeys: map[string][]byte{}, SealKeys: map[string][]byte{}, CurrentTokenKey: f.CurrentTokenKey,
+		CurrentSealKey: f.CurrentSealKey, NextTokenKey: f.NextTokenKey, NextSealKey: f.NextSealKey}
 	var err error
 	dec := func(name, s string, n int) []byte {
 		if err != nil {
@@ -142,6 +155,12 @@ func ParseKeys(data []byte) (*Keys, error) {
 	}
 	if _, ok := k.SealKeys[k.CurrentSealKey]; !ok {
 		return nil, errors.New("key file: current_seal_key names no key in seal_keys")
+	}
+	if _, ok := k.TokenKeys[k.NextTokenKey]; k.NextTokenKey != "" && (!ok || k.NextTokenKey == k.CurrentTokenKey) {
+		return nil, errors.New("key file: next_token_key must name a key of token_keys other than the current one")
+	}
+	if _, ok := k.SealKeys[k.NextSealKey]; k.NextSealKey != "" && (!ok || k.NextSealKey == k.CurrentSealKey) {
+		return nil, errors.New("key file: next_seal_key must name a key of seal_keys other than the current one")
 	}
 	for id := range k.SealKeys {
 		if id == "" || len(id) > 255 {
@@ -202,18 +221,122 @@ func LoadOrGenerateKeys(path string) (*Keys, bool, error) {
 
 // Fingerprint identifies the key material without revealing it, so that nodes of one
 // deployment can detect that they were started with different key files. It covers the keys
-// that must agree: the OPAQUE material and the current token and seal keys.
+// that must agree: the OPAQUE material, the fake and log keys, and the current token and seal
+// keys. Older and staged keys do not count: adding (Stage) or removing (Retire) a non-current
+// key keeps a deployment's nodes compatible, so the fingerprint stays. Making other keys
+// current (Rotate) changes it, and the store, which records the first node's fingerprint and
+// refuses nodes with another, must then be told (`sessiond admin rotate-keys`).
 func (k *Keys) Fingerprint() string {
 	m := hmac.New(sha256.New, []byte("sessiond key fingerprint v1"))
 	for _, part := range [][]byte{k.OPRFSeed, k.AKEPrivateKey, k.AKEPublicKey, k.FakeKey, k.LogKey} {
 		m.Write(part)
 	}
-	// Every token and seal key counts, so a node missing one is detected too.
 	m.Write([]byte(k.CurrentTokenKey))
 	m.Write(k.TokenKeys[k.CurrentTokenKey])
 	m.Write([]byte(k.CurrentSealKey))
 	m.Write(k.SealKeys[k.CurrentSealKey])
 	return hex.EncodeToString(m.Sum(nil)[:16])
+}
+
+// clone returns a copy of k whose maps can be changed without touching k.
+func (k *Keys) clone() *Keys {
+	c := *k
+	c.TokenKeys = make(map[string][]byte, len(k.TokenKeys)+1)
+	for id, v := range k.TokenKeys {
+		c.TokenKeys[id] = bytes.Clone(v)
+	}
+	c.SealKeys = make(map[string][]byte, len(k.SealKeys)+1)
+	for id, v := range k.SealKeys {
+		c.SealKeys[id] = bytes.Clone(v)
+	}
+	return &c
+}
+
+// nextID returns prefix followed by one more than the largest number of the ids of keys that
+// are prefix followed by a number: "t2" after "t1".
+func nextID(keys map[string][]byte, prefix string) string {
+	n := 0
+	for id := range keys {
+		if x, err := strconv.Atoi(strings.TrimPrefix(id, prefix)); err == nil && strings.HasPrefix(id, prefix) && x > n {
+			n = x
+		}
+	}
+	for {
+		n++
+		if id := prefix + strconv.Itoa(n); keys[id] == nil {
+			return id
+		}
+	}
+}
+
+// Rotate returns new key material in which other token and seal keys are current: the staged
+// ones when k has them (see Stage), otherwise fresh ones under the next free ids ("t2", "s2").
+// Every key of k is kept, so tokens hashed and values sealed before still verify and open; the
+// old keys are removed later with Retire.
+//
+// The OPAQUE material, the fake key and the log key are not rotated. Every registration record
+// depends on the OPRF seed and the AKE key pair: new ones would make every stored record
+// useless, and the only way to replace them is every user registering again. The fake key
+// derives the fake records of unknown usernames, which must stay the same from one login
+// attempt to the next or an attacker could tell an unknown name from a known one; the log key
+// derives the session ids of log lines (and the admin token), which should stay correlatable
+// across a rotation.
+func (k *Keys) Rotate() *Keys {
+	c := k.clone()
+	if c.NextTokenKey != "" {
+		c.CurrentTokenKey, c.NextTokenKey = c.NextTokenKey, ""
+	} else {
+		id := nextID(c.TokenKeys, "t")
+		c.TokenKeys[id] = random(32)
+		c.CurrentTokenKey = id
+	}
+	if c.NextSealKey != "" {
+		c.CurrentSealKey, c.NextSealKey = c.NextSealKey, ""
+	} else {
+		id := nextID(c.SealKeys, "s")
+		c.SealKeys[id] = random(32)
+		c.CurrentSealKey = id
+	}
+	return c
+}
+
+// Stage returns new key material with a fresh token key and a fresh seal key added as the next
+// keys, the current ones unchanged (so is the fingerprint). Rolling every node onto it first
+// lets each of them verify and open what nodes already running the rotated keys (Rotate of the
+// staged material) issue and seal. Staging twice without rotating in between is an error.
+func (k *Keys) Stage() (*Keys, error) {
+	if k.NextTokenKey != "" || k.NextSealKey != "" {
+		return nil, errors.New("keys are already staged; make them current first")
+	}
+	c := k.clone()
+	c.NextTokenKey = nextID(c.TokenKeys, "t")
+	c.TokenKeys[c.NextTokenKey] = random(32)
+	c.NextSealKey = nextID(c.SealKeys, "s")
+	c.SealKeys[c.NextSealKey] = random(32)
+	return c, nil
+}
+
+// Retire returns new key material without the token or seal key id. The current and the
+// staged keys cannot be retired. Tokens hashed and values sealed under a retired key stop
+// verifying and opening: retire a seal key once `sessiond admin rotate-keys` reports no value
+// left under it, a token key once every session issued under it has ended or been re-hashed.
+func (k *Keys) Retire(id string) (*Keys, error) {
+	c := k.clone()
+	switch {
+	case c.TokenKeys[id] != nil && c.SealKeys[id] != nil:
+		return nil, fmt.Errorf("key id %q names a token key and a seal key; edit the key file by hand", id)
+	case id == k.CurrentTokenKey || id == k.CurrentSealKey:
+		return nil, fmt.Errorf("key %q is current; only older keys can be retired", id)
+	case id != "" && (id == k.NextTokenKey || id == k.NextSealKey):
+		return nil, fmt.Errorf("key %q is staged; only older keys can be retired", id)
+	case c.TokenKeys[id] != nil:
+		delete(c.TokenKeys, id)
+	case c.SealKeys[id] != nil:
+		delete(c.SealKeys, id)
+	default:
+		return nil, fmt.Errorf("no token or seal key %q", id)
+	}
+	return c, nil
 }
 
 // LogID is a short keyed hash of a session id for log lines: stable, correlatable, and useless

@@ -347,6 +347,10 @@ func (m *Manager) lookup(ctx context.Context, h TokenHash, raw []byte) (cacheEnt
 			}
 			old := hashToken(key, raw)
 			if s, match, err = m.store.SessionByToken(ctx, old[:]); err == nil {
+				// Moved to the current key now, so that the older one can be retired.
+				s = m.rehashToken(ctx, s, match, id, old, h)
+				break
+			} else if !errors.Is(err, ErrNotFound) {
 				break
 			}
 		}

@@ -61,3 +61,17 @@ func mustGCM(key []byte) cipher.AEAD {
 	}
 	return aead
 }
+
+// reseal seals the value again under the current seal key with the same associated data, for
+// a key rotation. It returns nil, nil when the value is already under the current key, and the
+// error of open when it cannot be opened.
+func (k *Keys) reseal(sealed []byte, ad string) ([]byte, error) {
+	if SealKeyID(sealed) == k.CurrentSealKey {
+		return nil, nil
+	}
+	pt, err := k.open(sealed, ad)
+	if err != nil {
+		return nil, err
+	}
+	return k.seal(pt, ad), nil
+}

@@ -85,6 +85,30 @@ type VaultPut struct {
 	At          time.Time
 }
 
+// The columns of sealed values, as named to Store.SealedValues and Store.ResealValues. Each
+// value is sealed with associated data binding it to its row ("record:"+user id,
+// "device:"+session id, "event:"+event id).
+const (
+	SealedUserRecords  = "users.record"
+	SealedDevices      = "sessions.device"
+	SealedEventDetails = "events.detail"
+)
+
+// SealedTables lists every column of sealed values, in the order a rotation re-seals them.
+var SealedTables = []string{SealedUserRecords, SealedDevices, SealedEventDetails}
+
+// SealedValue is the sealed value of one row.
+type SealedValue struct {
+	ID    string // the row's id: user, session or event id
+	Value []byte
+}
+
+// Reseal replaces the sealed value of row ID with New, provided it still is Old.
+type Reseal struct {
+	ID       string
+	Old, New []byte
+}
+
 // Store persists users, sessions and vaults. It is the authority: every state change is one
 // transaction, and implementations are safe for concurrent use by several nodes.
 type Store interface {
@@ -146,6 +170,27 @@ type Store interface {
 	// CheckKeyFingerprint records fp as the deployment's key fingerprint the first time and
 	// afterwards returns ErrKeyMismatch when fp differs.
 	CheckKeyFingerprint(ctx context.Context, fp string) error
+	// SetKeyFingerprint records fp as the deployment's key fingerprint, replacing the one
+	// recorded before (a key rotation made other keys current). An empty fp: ErrBadInput.
+	SetKeyFingerprint(ctx context.Context, fp string) error
+
+	// SealedValues returns, for a key rotation, at most limit non-empty sealed values of table
+	// (one of SealedTables) whose row ids sort after afterID, in id order as the store sorts
+	// ids; afterID "" starts at the beginning, the last id returned continues. Rows of every
+	// state count (revoked and ended sessions too). An unknown table or a limit < 1: ErrBadInput.
+	SealedValues(ctx context.Context, table, afterID string, limit int) ([]SealedValue, error)
+	// ResealValues applies the replacements to table in one transaction, each only where the
+	// row still holds exactly Old, so that a value written meanwhile is never overwritten; it
+	// returns how many it replaced. Rows changed or deleted meanwhile are skipped, not an
+	// error. An unknown table, an empty New or an id named twice: ErrBadInput, nothing written.
+	ResealValues(ctx context.Context, table string, updates []Reseal) (int, error)
+	// RehashToken replaces the current token hash of session id, oldHash, with newHash (the
+	// same token hashed under another token key), in one transaction, whatever the session's
+	// state; retired tokens are left alone. When the current hash is no longer oldHash (a
+	// refresh or another re-hash won): ErrConflict; unknown id: ErrNotFound; newHash empty or
+	// equal to oldHash: ErrBadInput; newHash another session's: ErrConflict. Nothing written
+	// on error.
+	RehashToken(ctx context.Context, id string, oldHash, newHash []byte) error
 	// Ping answers when the store can serve requests.
 	Ping(ctx context.Context) error
 }

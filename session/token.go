@@ -1,12 +1,15 @@
 package session
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
+	"hash"
 	"strings"
+	"sync"
 )
 
 // TokenPrefix starts every session token so that secret scanners can recognise a leaked one.
@@ -45,12 +48,45 @@ func ParseToken(token string) ([]byte, error) {
 // TokenHash is the keyed hash under which a token is stored and looked up.
 type TokenHash [sha256.Size]byte
 
+var tokenHashDomain = []byte("sessiond token v1\x00")
+
+// keyedHMACs keeps, per token key, pooled HMAC states that are already keyed: setting up an
+// HMAC key costs two SHA-256 blocks and several allocations, more than hashing the token
+// itself, and validation hashes a token on every request. A node has one or two token keys.
+var keyedHMACs struct {
+	mu    sync.RWMutex
+	pools map[string]*sync.Pool
+}
+
+func hmacPool(key []byte) *sync.Pool {
+	keyedHMACs.mu.RLock()
+	p := keyedHMACs.pools[string(key)]
+	keyedHMACs.mu.RUnlock()
+	if p != nil {
+		return p
+	}
+	keyedHMACs.mu.Lock()
+	defer keyedHMACs.mu.Unlock()
+	if p = keyedHMACs.pools[string(key)]; p == nil {
+		k := bytes.Clone(key)
+		p = &sync.Pool{New: func() any { return hmac.New(sha256.New, k) }}
+		if keyedHMACs.pools == nil {
+			keyedHMACs.pools = map[string]*sync.Pool{}
+		}
+		keyedHMACs.pools[string(k)] = p
+	}
+	return p
+}
+
 func hashToken(key []byte, raw []byte) TokenHash {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte("sessiond token v1\x00"))
+	p := hmacPool(key)
+	m := p.Get().(hash.Hash)
+	m.Reset()
+	m.Write(tokenHashDomain)
 	m.Write(raw)
 	var h TokenHash
 	m.Sum(h[:0])
+	p.Put(m)
 	return h
 }
 

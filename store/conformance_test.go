@@ -49,6 +49,11 @@ func runConformance(t *testing.T, open func(t *testing.T) session.Store) {
 		{"vault/concurrent writers", testVaultConcurrent},
 		{"key fingerprint", testKeyFingerprint},
 		{"events/add, list newest first, delete by age", testEvents},
+		{"rotation/sealed values in pages", testSealedValues},
+		{"rotation/re-seal only unchanged values", testResealValues},
+		{"rotation/concurrent re-seals", testResealConcurrent},
+		{"rotation/re-hash token", testRehashToken},
+		{"rotation/set key fingerprint", testSetKeyFingerprint},
 		{"ping", func(t *testing.T, st session.Store) { must(t, st.Ping(t.Context())) }},
 	}
 	for _, tc := range tests {

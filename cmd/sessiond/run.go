@@ -29,6 +29,9 @@ import (
 // run is the whole program; tests call it with their own arguments and environment, on :0,
 // and learn the listen address through ready.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready func(addr string)) error {
+	if ok, err := keyRotation(ctx, args, getenv, stdout, stderr); ok {
+		return err
+	}
 	if len(args) > 0 && args[0] == "keygen" {
 		return keygen(args[1:], stdout, stderr)
 	}

@@ -111,6 +111,25 @@ type deviceCache struct {
 	m  map[string]DeviceInfo
 }
 
+// readableDevice opens the session's device record and reports whether it could. A record
+// that does not open (a seal key missing from this node's key file) must not silently
+// disable the fingerprint and proof-of-possession checks that depend on it.
+func (m *Manager) readableDevice(s Session) (DeviceInfo, bool) {
+	m.devices.mu.Lock()
+	dev, ok := m.devices.m[s.ID]
+	m.devices.mu.Unlock()
+	if ok {
+		return dev, true
+	}
+	if len(s.Device) == 0 {
+		return DeviceInfo{}, true
+	}
+	if _, err := m.keys.open(s.Device, "device:"+s.ID); err != nil {
+		return DeviceInfo{}, false
+	}
+	return m.Device(s), true
+}
+
 const maxDeviceCache = 200_000
 
 // Device opens the session's device record (label, fingerprint, proof key).
@@ -121,9 +140,11 @@ func (m *Manager) Device(s Session) DeviceInfo {
 	if ok {
 		return dev
 	}
-	if pt, err := m.keys.open(s.Device, "device:"+s.ID); err == nil {
-		_ = json.Unmarshal(pt, &dev)
+	pt, err := m.keys.open(s.Device, "device:"+s.ID)
+	if err != nil {
+		return dev // not cached: readableDevice must see the failure every time
 	}
+	_ = json.Unmarshal(pt, &dev)
 	m.devices.mu.Lock()
 	if m.devices.m == nil || len(m.devices.m) >= maxDeviceCache {
 		m.devices.m = map[string]DeviceInfo{} // all re-derivable: start over rather than track age
@@ -137,7 +158,12 @@ func (m *Manager) Device(s Session) DeviceInfo {
 // fingerprint policy. A mismatch under "revoke" ends the session (reason fingerprint_mismatch,
 // the user's devices are told) and is ErrInvalid; under "log" it is recorded and allowed.
 func (m *Manager) CheckClient(ctx context.Context, s Session, c Client) error {
-	dev := m.Device(s)
+	dev, ok := m.readableDevice(s)
+	if !ok {
+		m.log.Error().Str("session", m.keys.LogID(s.ID)).Str("key_id", SealKeyID(s.Device)).
+			Msg("a session's device record does not open with this node's keys; refusing the request")
+		return fmt.Errorf("%w: this node cannot read the session's device record (key file out of date?)", ErrUnavailable)
+	}
 	now := FingerprintOf(c)
 	p := m.fingerprint
 	var mismatch []string
@@ -228,7 +254,10 @@ func ParseProof(v string) (ts int64, sig []byte, err error) {
 // request, made within ProofWindow of now. seen is called with the MAC to reject replays; it
 // returns true when the MAC was already used (any node, within the window).
 func (m *Manager) VerifyProof(s Session, header, method, path string, body []byte, seen func(sig []byte) bool) error {
-	dev := m.Device(s)
+	dev, ok := m.readableDevice(s)
+	if !ok {
+		return fmt.Errorf("%w: this node cannot read the session's device record", ErrUnavailable)
+	}
 	if len(dev.PoPKey) == 0 {
 		return nil // the session was not created with proof of possession
 	}

@@ -26,6 +26,8 @@ commands:
   revoke SESSION_ID      end one session (reason "admin")
   revoke-user USERNAME   end every session of the user
   delete-user USERNAME   delete the user and its vault; every session ends
+  rotate-keys            re-seal stored values under the key file's current keys (works on the
+                         store directly: -key-file, -data-dir or -database-url; see docs/KEYS.md)
 `
 
 func admin(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {

@@ -3,6 +3,8 @@
 //
 //	sessiond                 start the server (flags and SESSIOND_* variables: see -h)
 //	sessiond keygen -o FILE  write a new key file (mode 0600)
+//	sessiond keygen -rotate [-stage] -i IN -o OUT / -retire ID -i IN -o OUT   rotate keys
+//	sessiond admin COMMAND   sessions, revoke, revoke-user, delete-user, rotate-keys, token
 package main
 
 import (

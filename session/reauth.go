@@ -24,15 +24,7 @@ func (m *Manager) ReauthStart(ctx context.Context, caller Session, ke1 []byte) (
 		}
 		return nil, nil, err
 	}
-	rec, err := m.keys.open(u.Record, "record:"+u.ID)
-	if err != nil {
-		return nil, nil, fmt.Errorf("session: open registration record: %w", err)
-	}
-	ke2, out, err := m.opaque.ke2(u.ID, rec, ke1)
-	if err != nil {
-		return nil, nil, err
-	}
-	return ke2, &Login{user: u, out: out}, nil
+	return m.userKE2(u, ke1)
 }
 
 // ReauthFinish verifies KE3 of a re-authentication. It creates no session. A wrong password is

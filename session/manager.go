@@ -229,6 +229,11 @@ func (m *Manager) LoginStart(ctx context.Context, username string, ke1 []byte) (
 	case err != nil:
 		return nil, nil, err
 	}
+	return m.userKE2(u, ke1)
+}
+
+// userKE2 answers KE1 with the user's own (sealed) registration record.
+func (m *Manager) userKE2(u User, ke1 []byte) ([]byte, *Login, error) {
 	rec, err := m.keys.open(u.Record, "record:"+u.ID)
 	if err != nil {
 		return nil, nil, fmt.Errorf("session: open registration record: %w", err)
@@ -280,6 +285,8 @@ func (m *Manager) createSession(ctx context.Context, u User, dev DeviceInfo, opa
 	if err != nil {
 		return Info{}, "", err
 	}
+	// The row as written is what the login's connection reads next (Check, by id).
+	m.cache.putID(s, now)
 	m.emit(ctx, m.eventWithDetail(Event{Kind: EventLogin, UserID: u.ID, SessionID: s.ID, At: now}, dev))
 	if len(evicted) > 0 {
 		m.afterRevoke(ctx, u.ID, evicted, ReasonSessionLimit)
@@ -575,12 +582,15 @@ func (m *Manager) afterRevoke(ctx context.Context, userID string, ids []string, 
 		return
 	}
 	m.Invalidate(ids...)
+	// The devices first: recording the security events is a store write that the forced
+	// logout need not wait for (the revocation itself is already stored). The device list
+	// notice follows the events, so a device that sees it also sees them in its activity.
+	m.notifier.Revoked(ctx, userID, ids, reason)
 	evs := make([]Event, len(ids))
 	for i, id := range ids {
 		evs[i] = Event{Kind: EventRevoked, UserID: userID, SessionID: id, Reason: reason}
 	}
 	m.emit(ctx, evs...)
-	m.notifier.Revoked(ctx, userID, ids, reason)
 	m.notifier.Changed(ctx, userID)
 }
 

@@ -7,7 +7,9 @@ package session_test
 //	go test -run '^$' -bench 'LoginStart|ValidateWrong' -benchtime 2000x -count 5 ./session/
 //	SESSIOND_TIMING=1 go test -v -run TestTimingDistributions ./session/
 //
-// Nothing here asserts a timing: machines differ. The figures go to docs/SECURITY.md and
+// The Paired and Mixed benchmarks and the distributions interleave the kinds they compare, so
+// their figures hold up on a busy machine; the separate benchmarks do not (each kind runs at
+// another moment). Nothing here asserts a timing: machines differ. The figures go to docs/SECURITY.md and
 // BENCHMARKS.md.
 
 import (
@@ -209,6 +211,70 @@ func BenchmarkValidateWrongTokenAllButLast(b *testing.B) {
 
 func BenchmarkValidateWrongTokenRandom(b *testing.B) {
 	benchmarkValidateWrong(b, func(r *timingRig) []string { return r.random })
+}
+
+// BenchmarkLoginStartPaired alternates known and unknown usernames (which goes first alternates
+// too) and times every call, so that both kinds see the same background load; it reports the
+// mean and the median of each kind and the ratio of the medians (the medians shrug off the
+// stalls a busy machine adds to a few calls). Separate benchmarks run at different moments.
+func BenchmarkLoginStartPaired(b *testing.B) {
+	r := newTimingRig(b)
+	known, unknown := make([]time.Duration, 0, b.N), make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		k, u := r.known[i%len(r.known)], r.unknown[i%len(r.unknown)]
+		if i%2 == 0 {
+			known = append(known, timeCall(func() { r.loginStart(b, k, i) }))
+			unknown = append(unknown, timeCall(func() { r.loginStart(b, u, i) }))
+		} else {
+			unknown = append(unknown, timeCall(func() { r.loginStart(b, u, i) }))
+			known = append(known, timeCall(func() { r.loginStart(b, k, i) }))
+		}
+	}
+	b.StopTimer()
+	reportKinds(b, []string{"known", "unknown"}, [][]time.Duration{known, unknown})
+	b.ReportMetric(float64(median(known))/float64(median(unknown)), "p50-known/unknown")
+}
+
+// BenchmarkValidateWrongTokenMixed validates the three kinds of wrong token in turn (rotating
+// which goes first) and reports the mean and the median of each.
+func BenchmarkValidateWrongTokenMixed(b *testing.B) {
+	r := newTimingRig(b)
+	sets := [][]string{r.prefix, r.allButLast, r.random}
+	d := make([][]time.Duration, len(sets))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for j := range sets {
+			k := (i + j) % len(sets)
+			tok := sets[k][i%len(sets[k])]
+			d[k] = append(d[k], timeCall(func() { r.validateWrong(b, tok) }))
+		}
+	}
+	b.StopTimer()
+	reportKinds(b, []string{"prefix", "allButLast", "random"}, d)
+}
+
+func reportKinds(b *testing.B, names []string, d [][]time.Duration) {
+	for k, name := range names {
+		var sum time.Duration
+		for _, x := range d[k] {
+			sum += x
+		}
+		b.ReportMetric(float64(sum.Nanoseconds())/float64(len(d[k])), name+"-ns/op")
+		b.ReportMetric(float64(median(d[k]).Nanoseconds()), name+"-p50-ns")
+	}
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func timeCall(f func()) time.Duration {
+	start := time.Now()
+	f()
+	return time.Since(start)
 }
 
 // TestTimingDistributions prints percentiles of interleaved measurements (SESSIOND_TIMING=1):

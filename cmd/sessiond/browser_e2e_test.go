@@ -277,7 +277,7 @@ func (b *browser) waitForcedLogout(reason string, timeout time.Duration) {
 
 func (b *browser) waitNote(text string) {
 	b.t.Helper()
-	b.waitFor("the note "+text, 20*time.Second, fmt.Sprintf(`document.querySelector('[data-test=note]').value === %q`, text))
+	b.waitFor("the note "+text, 60*time.Second, fmt.Sprintf(`document.querySelector('[data-test=note]').value === %q`, text))
 }
 
 func (b *browser) saveNote(text string) {

@@ -3,8 +3,11 @@
 // readiness probes, and the embedded demo page.
 //
 // Concurrency: a Server is safe for concurrent use. Each WebSocket connection has exactly one
-// reader (the handler goroutine) and one writer goroutine; either ending stops the other.
-// Notices reach a connection through the hub as a non-blocking Deliver that queues them; a
+// reader goroutine (started by the upgrade handler, which then returns so that net/http frees
+// the request) and at most one writer goroutine, which runs while the outgoing queue is not
+// empty: an idle connection holds one goroutine. Either ending stops the other. The reader
+// handles each message on a short-lived goroutine and waits for it, so messages are handled in
+// order and the long-lived reader keeps a small stack. Notices reach a connection through the hub as a non-blocking Deliver that queues them; a
 // connection whose queue is full is closed with 1013 (reconnect and resume) rather than lose a
 // revocation or expiry notice. Lifecycle prompts are driven by one timer per connection set to
 // the session's next deadline, never by polling all sessions.

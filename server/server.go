@@ -214,4 +214,3 @@ func (s *Server) limited(ctx context.Context, name, key string, max int) bool {
 func (s *Server) userLimitKey(name string) string {
 	return "login-user:" + s.mgr.Keys().LogID("username:"+name)
 }
-

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +21,12 @@ import (
 
 // outQueueLen bounds a connection's queue of outgoing messages.
 const outQueueLen = 32
+
+// requestDeadline bounds the work of one client message or API request, store round trips
+// included. A store that refuses connections fails at once; one that stops answering (a network
+// partition, a hung server) would otherwise hold the request until TCP gives up, minutes later.
+// With it the device is told unavailable and can retry.
+const requestDeadline = 5 * time.Second
 
 // maxBadInARow is how many invalid messages in a row make a peer "clearly not speaking the
 // protocol" (close 4400).
@@ -44,8 +52,15 @@ type conn struct {
 	limiter *rate.Limiter // client messages
 	overs   int           // messages refused by the limiter in a row
 
-	out     chan outItem
-	changed atomic.Pointer[[]byte] // newest coalesced notice.sessions_changed
+	// The outgoing queue. A writer goroutine runs only while it is not empty: an idle
+	// connection holds no writer (nor its stack), which is most of what 10,000 idle devices
+	// would otherwise cost. At most one writer runs at a time.
+	outMu   sync.Mutex
+	out     []outItem // at most outQueueLen
+	changed []byte    // newest coalesced notice.sessions_changed, written after the queue
+	writing bool      // a writer goroutine is running
+	stopped bool      // nothing more is written: the connection is closing or over
+	writers sync.WaitGroup
 	closing atomic.Bool
 
 	mu             sync.Mutex // guards the fields below
@@ -92,27 +107,37 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		s.httpError(w, r, newWireError(CodeRateLimited, http.StatusTooManyRequests, "too many connections from this address"))
 		return
 	}
-	defer s.connsPerAddr.release(ip)
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{
 		Subprotocols:       []string{Subprotocol},
 		InsecureSkipVerify: true, // the Origin was checked above against our own allow-list
 		CompressionMode:    websocket.CompressionDisabled,
 	})
 	if err != nil {
+		s.connsPerAddr.release(ip)
 		return // Accept has answered the request
 	}
 	ws.SetReadLimit(MaxMessageBytes)
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	c := &conn{
 		srv: s, ws: ws, ctx: ctx, cancel: cancel, ip: ip, userAgent: r.UserAgent(), tokensOK: s.tokensAllowed(r),
-		out:     make(chan outItem, outQueueLen),
 		limiter: rate.NewLimiter(rate.Limit(s.limits.MessagesPerSecond), s.limits.MessageBurst),
 	}
 	if !s.track(c) {
 		ws.Close(websocket.StatusGoingAway, "server shutting down")
 		cancel()
+		s.connsPerAddr.release(ip)
 		return
 	}
+	// The connection outlives this handler: the hijacked socket is the WebSocket's now, and
+	// returning lets net/http free the request, its buffers and this goroutine's stack, which
+	// every idle connection would otherwise keep.
+	go c.serve()
+}
+
+// serve runs the connection: its reader, and a writer while there is something to write.
+func (c *conn) serve() {
+	s := c.srv
+	defer s.connsPerAddr.release(c.ip)
 	defer s.untrack(c)
 	handshake := time.AfterFunc(s.cfg.HandshakeTimeout, func() {
 		c.mu.Lock()
@@ -122,15 +147,13 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 			c.closeAfter(nil, CloseHandshakeTimeout, "no login or resume within the handshake deadline")
 		}
 	})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c.writeLoop()
-	}()
 	c.readLoop()
 	handshake.Stop()
-	cancel()
-	<-done
+	c.cancel()
+	c.outMu.Lock()
+	c.stopped = true
+	c.outMu.Unlock()
+	c.writers.Wait()
 	c.cleanup()
 }
 
@@ -150,33 +173,89 @@ func (c *conn) readLoop() {
 		case !utf8.Valid(data):
 			c.closeNow(websocket.StatusInvalidFramePayloadData, "text frames must be UTF-8")
 		default:
-			c.handle(data)
+			c.handleOwnGoroutine(data)
 		}
 	}
 }
 
-// writeLoop is the connection's only writer.
-func (c *conn) writeLoop() {
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case it := <-c.out:
-			if it.data != nil && !c.write(it.data) {
-				c.cancel()
-				return
+// handleOwnGoroutine handles one message on a short-lived goroutine and waits for it, so that
+// messages are still handled one at a time and in order. Handlers run deep (OPAQUE, the store)
+// and would grow the reader's stack, which an idle connection then keeps for good; a goroutine
+// that ends gives its stack back. A panic in a handler ends this connection, not the process.
+func (c *conn) handleOwnGoroutine(data []byte) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() {
+			if p := recover(); p != nil {
+				c.srv.log.Error().Str("panic", fmt.Sprint(p)).Str("stack", string(debug.Stack())).Msg("panic handling a message; closing the connection")
+				c.closeNow(websocket.StatusInternalError, "internal error")
 			}
+		}()
+		c.handle(data)
+	}()
+	<-done
+}
+
+// enqueue adds it to the outgoing queue and starts the writer if none runs. It reports false
+// when the queue is full. After the connection stopped writing, it drops it.
+func (c *conn) enqueue(it outItem) bool {
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	if c.stopped {
+		return true
+	}
+	if len(c.out) >= outQueueLen {
+		return false
+	}
+	c.out = append(c.out, it)
+	c.startWriterLocked()
+	return true
+}
+
+// startWriterLocked starts the writer unless one runs. c.outMu is held.
+func (c *conn) startWriterLocked() {
+	if c.writing || c.stopped {
+		return
+	}
+	c.writing = true
+	c.writers.Add(1)
+	go c.writeLoop()
+}
+
+// writeLoop is the connection's only writer: it writes the queue, then the newest coalesced
+// device list, and ends when both are empty (the next enqueue starts another). A failed
+// write or a close frame stops all writing and ends the connection.
+func (c *conn) writeLoop() {
+	defer c.writers.Done()
+	for {
+		c.outMu.Lock()
+		var it outItem
+		switch {
+		case len(c.out) > 0:
+			it = c.out[0]
+			c.out[0] = outItem{}
+			c.out = c.out[1:]
+			if len(c.out) == 0 {
+				c.out = nil // an idle connection keeps no queue
+			}
+		case c.changed != nil:
+			it.data, c.changed = c.changed, nil
+		default:
+			c.writing = false
+			c.outMu.Unlock()
+			return
+		}
+		c.outMu.Unlock()
+		if (it.data != nil && !c.write(it.data)) || it.close {
+			c.outMu.Lock()
+			c.writing, c.stopped, c.out, c.changed = false, true, nil, nil
+			c.outMu.Unlock()
 			if it.close {
 				c.ws.Close(it.code, it.reason)
-				c.cancel()
-				return
 			}
-		}
-		if p := c.changed.Swap(nil); p != nil {
-			if !c.write(*p) {
-				c.cancel()
-				return
-			}
+			c.cancel()
+			return
 		}
 	}
 }
@@ -193,9 +272,7 @@ func (c *conn) send(data []byte) {
 	if c.closing.Load() {
 		return
 	}
-	select {
-	case c.out <- outItem{data: data}:
-	default:
+	if !c.enqueue(outItem{data: data}) {
 		c.srv.metrics.notice("any", "closed_slow")
 		c.closeNow(websocket.StatusTryAgainLater, "too slow to keep up; reconnect and resume")
 	}
@@ -206,9 +283,7 @@ func (c *conn) closeAfter(data []byte, code websocket.StatusCode, reason string)
 	if !c.closing.CompareAndSwap(false, true) {
 		return
 	}
-	select {
-	case c.out <- outItem{data: data, close: true, code: code, reason: reason}:
-	default:
+	if !c.enqueue(outItem{data: data, close: true, code: code, reason: reason}) {
 		go c.ws.Close(websocket.StatusTryAgainLater, "too slow to keep up; reconnect and resume")
 	}
 }
@@ -268,7 +343,8 @@ func (c *conn) handle(data []byte) {
 	c.mu.Lock()
 	c.overs = 0
 	c.mu.Unlock()
-	ctx := c.ctx
+	ctx, cancel := context.WithTimeout(c.ctx, requestDeadline)
+	defer cancel()
 	switch in.Type {
 	case "register.start", "register.finish", "login.start", "login.finish", "session.resume":
 		c.handleUnauthenticated(ctx, in)
@@ -851,14 +927,20 @@ func (c *conn) Deliver(_ string, payload []byte) {
 		if c.closing.Load() {
 			return
 		}
-		select {
-		case c.out <- outItem{data: msg}:
+		c.outMu.Lock()
+		switch {
+		case c.stopped:
+		case len(c.out) < outQueueLen:
+			c.out = append(c.out, outItem{data: msg})
+			c.startWriterLocked()
 			c.srv.metrics.notice("notice.sessions_changed", "sent")
 		default:
-			// The list supersedes older ones: keep only the newest for when the writer catches up.
+			// The list supersedes older ones: keep only the newest for when the writer catches
+			// up (a full queue means a writer runs).
 			c.srv.metrics.notice("notice.sessions_changed", "coalesced")
-			c.changed.Store(&msg)
+			c.changed = msg
 		}
+		c.outMu.Unlock()
 	}
 }
 

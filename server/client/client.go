@@ -168,8 +168,10 @@ func (e *DialError) Error() string { return "upgrade refused with HTTP " + strco
 func (e *DialError) Unwrap() error { return e.Err }
 
 func (c *Conn) readLoop() {
-	defer close(c.done)
+	// Done closes before Notices does, so that a reader that sees the notices end finds the
+	// close code already known.
 	defer close(c.notices)
+	defer close(c.done)
 	for {
 		_, data, err := c.ws.Read(context.Background())
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"sync/atomic"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -68,7 +69,9 @@ func (n *Notifier) Changed(ctx context.Context, userID string) {
 	if m == nil {
 		return
 	}
-	list, err := m.List(context.WithoutCancel(ctx), userID)
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	list, err := m.List(lctx, userID)
 	if err != nil {
 		n.log.Warn().Err(err).Msg("device list for notice.sessions_changed not read")
 		return

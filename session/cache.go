@@ -90,6 +90,23 @@ func (c *cache) prune(now time.Time) {
 	}
 }
 
+// pruneExpired drops every entry older than the TTL, so that the cache holds only what is
+// being used (the size cap alone would let stale entries pile up to it).
+func (c *cache) pruneExpired(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for h, e := range c.entries {
+		if now.Sub(e.fetched) >= c.ttl {
+			c.dropLocked(h, e.sess.ID)
+		}
+	}
+	for id, e := range c.ids {
+		if now.Sub(e.fetched) >= c.ttl {
+			delete(c.ids, id)
+		}
+	}
+}
+
 func (c *cache) drop(h TokenHash) {
 	c.mu.Lock()
 	if e, ok := c.entries[h]; ok {

@@ -39,7 +39,11 @@ func (m *Manager) emit(ctx context.Context, evs ...Event) {
 		return
 	}
 	// The change itself is already stored; a lost activity row is logged, not fatal.
-	if err := m.store.AddEvents(context.WithoutCancel(ctx), keep); err != nil {
+	// Detached from the request (the change happened; its record should land) but bounded, so
+	// a stalled store cannot hold the caller.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := m.store.AddEvents(wctx, keep); err != nil {
 		m.log.Warn().Err(err).Msg("security events not stored")
 	}
 }

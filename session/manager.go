@@ -649,6 +649,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			return nil
 		case <-flush.C:
 			m.FlushActivity(ctx)
+			m.cache.pruneExpired(m.clock.Now())
 		case <-m.urgent:
 			m.FlushActivity(ctx)
 		case <-sweep.C:

@@ -1,0 +1,320 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// revokeScenario measures how fast a revocation reaches a device on another node: two nodes
+// share PostgreSQL (a fresh schema) and Redis (a fresh channel prefix) and one key file; N idle
+// authenticated connections are spread over both. Single revocations are sent from a
+// connection on node 1 for devices connected to node 2, one at a time, timing send →
+// notice.revoked received; then every session of burst-users users is revoked at once.
+func revokeScenario(ctx context.Context, o options) (map[string]any, error) {
+	if o.databaseURL == "" || o.redisURL == "" {
+		return nil, errors.New("revoke needs -database-url and -redis-url (or TEST_POSTGRES_URL and TEST_REDIS_URL)")
+	}
+	n, nUsers, samples := o.connections, o.burstUsers, o.samples
+	perUser := n / nUsers
+	if perUser < 3 || samples > nUsers {
+		return nil, fmt.Errorf("need -connections >= 3 × -burst-users and -samples <= -burst-users")
+	}
+	limit := raiseFileLimit()
+	if uint64(n)+500 > limit {
+		return nil, fmt.Errorf("-connections %d needs an open-file limit above %d (this process's is %d)", n, n+500, limit)
+	}
+
+	dbURL, dropSchema, err := freshSchema(ctx, o.databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	defer dropSchema()
+	bin, cleanup, err := buildSessiond(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup()
+	keyDir, err := os.MkdirTemp("", "sessionbench-keys")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(keyDir)
+	keyFile := filepath.Join(keyDir, "keys.json")
+	if out, err := exec.CommandContext(ctx, bin, "keygen", "-o", keyFile).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("sessiond keygen: %v: %s", err, out)
+	}
+	env := withEnv(setupLimits, map[string]string{
+		"SESSIOND_DATABASE_URL": dbURL,
+		"SESSIOND_REDIS_URL":    o.redisURL,
+		"SESSIOND_REDIS_PREFIX": fmt.Sprintf("sessionbench:%d:", time.Now().UnixNano()),
+		"SESSIOND_KEY_FILE":     keyFile,
+	})
+	if o.pprof {
+		env["SESSIOND_PPROF_ADDR"] = "127.0.0.1:0"
+	}
+	// One after the other: the first applies the migrations.
+	node1, err := startNode(ctx, bin, "node1", env)
+	if err != nil {
+		return nil, err
+	}
+	defer node1.stop()
+	node2, err := startNode(ctx, bin, "node2", env)
+	if err != nil {
+		return nil, err
+	}
+	defer node2.stop()
+
+	// Per user: session A (logged in on node 1; its connection there is the one that revokes),
+	// session B (on node 2; one connection, the target of the single revocations) and session
+	// C (on node 2), whose token the user's other perUser-2 connections resume, half on each node.
+	users := userNames("r", nUsers)
+	if err := registerUsers(ctx, node1.base, users, 16, nil); err != nil {
+		return nil, err
+	}
+	loginsA, err := loginAll(ctx, node1.base, users, 16, nil)
+	if err != nil {
+		return nil, err
+	}
+	loginsB, err := loginAll(ctx, node2.base, users, 16, nil)
+	if err != nil {
+		return nil, err
+	}
+	loginsC, err := loginAll(ctx, node2.base, users, 16, nil)
+	if err != nil {
+		return nil, err
+	}
+	// Connection lists per node: node 1 = [R_0..R_{U-1}, C…], node 2 = [B_0..B_{U-1}, C…].
+	tok1, tok2 := make([]string, 0, n/2+nUsers), make([]string, 0, n/2+nUsers)
+	for u := range users {
+		tok1 = append(tok1, loginsA[u].token)
+		tok2 = append(tok2, loginsB[u].token)
+	}
+	for u := range users {
+		for k := 0; k < perUser-2; k++ {
+			if k%2 == 0 {
+				tok1 = append(tok1, loginsC[u].token)
+			} else {
+				tok2 = append(tok2, loginsC[u].token)
+			}
+		}
+	}
+	src := newSourceClients(perSourceAddr)
+	conns1, err := openResumed(ctx, node1.base, tok1, 32, src)
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll(conns1)
+	conns2, err := openResumed(ctx, node2.base, tok2, 32, src)
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll(conns2)
+	time.Sleep(2 * time.Second) // let the login notices of the setup pass
+
+	// Single revocations, one at a time.
+	logf("timing %d single revocations (node 1 → device on node 2)", samples)
+	var lat, rtt latencies
+	lost := 0
+	for i := 0; i < samples && ctx.Err() == nil; i++ {
+		revoker, target := conns1[i], conns2[i]
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		t0 := time.Now()
+		_, err := revoker.call(cctx, "sessions.revoke", map[string]any{"session_id": loginsB[i].sessionID})
+		t1 := time.Now()
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("revoke %d: %w", i, err)
+		}
+		select {
+		case <-target.revoked:
+			lat = append(lat, time.Unix(0, target.revokedAt.Load()).Sub(t0))
+		case <-cctx.Done():
+			lost++
+		}
+		cancel()
+		rtt = append(rtt, t1.Sub(t0))
+	}
+
+	// Burst: every user's revoking connection sends sessions.revoke_others at once.
+	// Every connection but the revoking ones and those already revoked above.
+	targets := append(append([]*lightConn(nil), conns1[nUsers:]...), conns2[samples:]...)
+	logf("burst: revoking every other session of %d users at once (%d connections to notify)", nUsers, len(targets))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	burstErrs := 0
+	var lastReply time.Time
+	bctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	var profWG sync.WaitGroup
+	if o.pprof && o.profileDir != "" {
+		for _, nd := range []*nodeProc{node1, node2} {
+			profWG.Add(1)
+			go func() {
+				defer profWG.Done()
+				_ = saveProfile(ctx, nd.pprofBase(), "profile?seconds=5", o.profileDir, "revoke-burst-cpu-"+nd.name+".pprof")
+			}()
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cpu1a, _ := node1.cpuSeconds()
+	cpu2a, _ := node2.cpuSeconds()
+	pgA, redisA := commCPUSeconds("postgres"), commCPUSeconds("redis-server")
+	t0 := time.Now()
+	for u := 0; u < nUsers; u++ {
+		wg.Add(1)
+		go func(r *lightConn) {
+			defer wg.Done()
+			_, err := r.call(bctx, "sessions.revoke_others", nil)
+			at := time.Now()
+			mu.Lock()
+			if err != nil {
+				burstErrs++
+				if burstErrs <= 3 {
+					logf("burst: revoke_others: %v", err)
+				}
+			}
+			if at.After(lastReply) {
+				lastReply = at
+			}
+			mu.Unlock()
+		}(conns1[u])
+	}
+	received, last := 0, t0
+	var arrivals latencies
+	for _, c := range targets {
+		select {
+		case <-c.revoked:
+			received++
+			at := time.Unix(0, c.revokedAt.Load())
+			arrivals = append(arrivals, at.Sub(t0))
+			if at.After(last) {
+				last = at
+			}
+		case <-bctx.Done():
+		}
+	}
+	wg.Wait()
+	burst := last.Sub(t0)
+	cpu1b, _ := node1.cpuSeconds()
+	cpu2b, _ := node2.cpuSeconds()
+	pgB, redisB := commCPUSeconds("postgres"), commCPUSeconds("redis-server")
+	profWG.Wait()
+	logf("burst: %d/%d notices, last after %s", received, len(targets), burst.Round(time.Millisecond))
+
+	p99 := lat.quantile(0.99)
+	return map[string]any{
+		"nodes":                    "2 sessiond child processes, PostgreSQL (fresh schema) + Redis pub/sub (fresh prefix), one key file",
+		"connections":              len(conns1) + len(conns2),
+		"connections_node1":        len(conns1),
+		"connections_node2":        len(conns2),
+		"users":                    nUsers,
+		"samples":                  len(lat),
+		"samples_lost":             lost,
+		"revoke_notice_p50_ms":     ms(lat.quantile(0.50)),
+		"revoke_notice_p99_ms":     ms(p99),
+		"revoke_notice_max_ms":     ms(lat.quantile(1)),
+		"revoke_reply_p50_ms":      ms(rtt.quantile(0.50)),
+		"revoke_reply_p99_ms":      ms(rtt.quantile(0.99)),
+		"burst_users":              nUsers,
+		"burst_notices_expected":   len(targets),
+		"burst_notices_received":   received,
+		"burst_call_errors":        burstErrs,
+		"burst_last_notice_s":      round3(burst.Seconds()),
+		"burst_last_reply_s":       round3(lastReply.Sub(t0).Seconds()),
+		"burst_first_notice_s":     round3(arrivals.quantile(0).Seconds()),
+		"burst_median_notice_s":    round3(arrivals.quantile(0.5).Seconds()),
+		"burst_postgres_cpu_s":     round3(pgB - pgA),
+		"burst_redis_cpu_s":        round3(redisB - redisA),
+		"burst_node1_cpu_s":        round3(cpu1b - cpu1a),
+		"burst_node2_cpu_s":        round3(cpu2b - cpu2a),
+		"target_p99_met":           lost == 0 && p99 <= 5*time.Millisecond,
+		"target_burst_met":         received == len(targets) && burst <= time.Second,
+		"database_schema_per_run":  true,
+		"redis_prefix_per_run":     true,
+		"revocations_from_node":    "node1",
+		"revoked_devices_on_nodes": "node2 (single); node1 and node2 (burst)",
+	}, nil
+}
+
+// freshSchema creates a schema for this run and returns base with search_path set to it, and
+// a function dropping it.
+func freshSchema(ctx context.Context, base string) (string, func(), error) {
+	admin, err := withoutPoolParams(base)
+	if err != nil {
+		return "", nil, err
+	}
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		return "", nil, err
+	}
+	defer conn.Close(ctx)
+	schema := fmt.Sprintf("bench_%d", time.Now().UnixNano())
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		return "", nil, err
+	}
+	drop := func() {
+		c, err := pgx.Connect(context.Background(), admin)
+		if err == nil {
+			_, _ = c.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+			c.Close(context.Background())
+		}
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		drop()
+		return "", nil, err
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String(), drop, nil
+}
+
+// withoutPoolParams drops pgxpool's pool_* settings (the nodes' pool size, for instance) from a
+// URL for a plain connection, which would send them to the server as unknown parameters.
+func withoutPoolParams(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", err
+	}
+	q := u.Query()
+	for k := range q {
+		if strings.HasPrefix(k, "pool_") {
+			q.Del(k)
+		}
+	}
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
+// commCPUSeconds is the CPU time (user+system, whole life) of the processes on this machine
+// whose command is comm: PostgreSQL's backends, Redis. Processes that end in between are
+// missed, which only understates it.
+func commCPUSeconds(comm string) float64 {
+	dirs, _ := os.ReadDir("/proc")
+	total := 0.0
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		if b, err := os.ReadFile("/proc/" + d.Name() + "/comm"); err != nil || strings.TrimSpace(string(b)) != comm {
+			continue
+		}
+		if s, err := procCPUSeconds(pid); err == nil {
+			total += s
+		}
+	}
+	return total
+}

@@ -73,8 +73,8 @@ func coreFlow(t *testing.T, n *node) {
 
 	// Register with a hand-driven OPAQUE client, so the test holds the record it sent.
 	c := dial(t, n, client.Options{KSF: client.KSFCheap, Header: http.Header{"User-Agent": {userAgent}}})
-	userID, record := registerRaw(t, ctx, c, name, lastSecrets.password)
-	lastSecrets.raw = append(lastSecrets.raw, record)
+	userID, msgs := registerRaw(t, ctx, c, name, lastSecrets.password)
+	lastSecrets.raw = append(lastSecrets.raw, msgs[2]) // the record: it is what rests on the server
 	if userID == "" {
 		t.Fatal("register.ok without user_id")
 	}
@@ -164,11 +164,15 @@ func coreFlow(t *testing.T, n *node) {
 	assertNoSecretsIn(t, "logs", []byte(n.logs.String()), true)
 }
 
-// registerRaw registers with bytemare directly and returns the user id and the record sent.
-func registerRaw(t *testing.T, ctx context.Context, c *client.Conn, name, password string) (string, []byte) {
+// registerRaw registers with bytemare directly and returns the user id and the OPAQUE messages
+// of the exchange (request, response, record), so tests can look for them where they must not be.
+func registerRaw(t *testing.T, ctx context.Context, c *client.Conn, name, password string) (string, [][]byte) {
 	t.Helper()
 	oc, _ := opaque.DefaultConfiguration().Client()
-	req, _ := oc.RegistrationInit([]byte(password))
+	req, err := oc.RegistrationInit([]byte(password))
+	if err != nil {
+		t.Fatal(err)
+	}
 	b64 := base64.RawURLEncoding
 	m, err := c.Call(ctx, "register.start", map[string]any{"username": name, "request": b64.EncodeToString(req.Serialize())})
 	if err != nil {
@@ -176,12 +180,12 @@ func registerRaw(t *testing.T, ctx context.Context, c *client.Conn, name, passwo
 	}
 	var ch struct{ Response string }
 	_ = m.Decode(&ch)
-	raw, _ := b64.DecodeString(ch.Response)
-	resp, err := oc.Deserialize.RegistrationResponse(raw)
+	resp, _ := b64.DecodeString(ch.Response)
+	rr, err := oc.Deserialize.RegistrationResponse(resp)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, _, err := oc.RegistrationFinalize(resp, nil, nil, &opaque.ClientOptions{KSFSalt: make([]byte, 16), KSFLength: 64, KSFParameters: []uint64{1, 64, 1}})
+	rec, _, err := oc.RegistrationFinalize(rr, nil, nil, &opaque.ClientOptions{KSFSalt: make([]byte, 16), KSFLength: 64, KSFParameters: []uint64{1, 64, 1}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +197,7 @@ func registerRaw(t *testing.T, ctx context.Context, c *client.Conn, name, passwo
 		UserID string `json:"user_id"`
 	}
 	_ = m.Decode(&ok)
-	return ok.UserID, rec.Serialize()
+	return ok.UserID, [][]byte{req.Serialize(), resp, rec.Serialize()}
 }
 
 // assertNoSecretsIn fails when data contains a token (as text or bytes), an OPAQUE message,

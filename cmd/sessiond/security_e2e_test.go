@@ -143,41 +143,6 @@ func secSeries(text, name string, labels ...string) (float64, bool) {
 	return sum, found
 }
 
-// secRegisterRaw registers with bytemare directly and returns the user id and the OPAQUE
-// messages of the exchange (request, response, record).
-func secRegisterRaw(t *testing.T, ctx context.Context, c *client.Conn, name, password string) (string, [][]byte) {
-	t.Helper()
-	oc, _ := opaque.DefaultConfiguration().Client()
-	req, err := oc.RegistrationInit([]byte(password))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b64 := base64.RawURLEncoding
-	m, err := c.Call(ctx, "register.start", map[string]any{"username": name, "request": b64.EncodeToString(req.Serialize())})
-	if err != nil {
-		t.Fatalf("register.start: %v", err)
-	}
-	var ch struct{ Response string }
-	_ = m.Decode(&ch)
-	resp, _ := b64.DecodeString(ch.Response)
-	rr, err := oc.Deserialize.RegistrationResponse(resp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, _, err := oc.RegistrationFinalize(rr, nil, nil, &opaque.ClientOptions{KSFSalt: make([]byte, 16), KSFLength: 64, KSFParameters: []uint64{1, 64, 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err = c.Call(ctx, "register.finish", map[string]any{"record": b64.EncodeToString(rec.Serialize())})
-	if err != nil {
-		t.Fatalf("register.finish: %v", err)
-	}
-	var ok struct {
-		UserID string `json:"user_id"`
-	}
-	_ = m.Decode(&ok)
-	return ok.UserID, [][]byte{req.Serialize(), resp, rec.Serialize()}
-}
 
 // secLoginRaw logs in with bytemare directly and returns the session and the OPAQUE messages
 // of the exchange (ke1, ke2, ke3).
@@ -1062,7 +1027,7 @@ func secretsScenario(t *testing.T, n *node) (*secretSet, string) {
 
 	// Register and log in by hand, so that the test holds the OPAQUE messages.
 	a := dial(t, n, browser)
-	_, msgs := secRegisterRaw(t, ctx, a, name, pw1)
+	_, msgs := registerRaw(t, ctx, a, name, pw1)
 	ss.opaque = append(ss.opaque, msgs...)
 	sa, msgs := secLoginRaw(t, ctx, a, name, pw1, label)
 	ss.opaque = append(ss.opaque, msgs...)

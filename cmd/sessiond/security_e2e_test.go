@@ -143,7 +143,6 @@ func secSeries(text, name string, labels ...string) (float64, bool) {
 	return sum, found
 }
 
-
 // secLoginRaw logs in with bytemare directly and returns the session and the OPAQUE messages
 // of the exchange (ke1, ke2, ke3).
 func secLoginRaw(t *testing.T, ctx context.Context, c *client.Conn, name, password, device string) (client.Session, [][]byte) {

@@ -2,7 +2,6 @@ package hub
 
 import (
 	"context"
-	"errors"
 	"hash/maphash"
 	"sync"
 )
@@ -34,9 +33,6 @@ type Broker interface {
 	// Healthy reports whether messages currently flow between nodes.
 	Healthy() bool
 }
-
-// ErrClosed is returned by a broker used after Close.
-var ErrClosed = errors.New("hub: closed")
 
 // linkState is what the broker was last told about a topic.
 type linkState uint8

@@ -1,7 +1,6 @@
 package session
 
 import (
-	"crypto/subtle"
 	"sync"
 	"time"
 )
@@ -142,5 +141,3 @@ func (c *cache) dropSessions(ids []string) {
 	}
 	c.mu.Unlock()
 }
-
-func constantEq(a, b []byte) bool { return subtle.ConstantTimeCompare(a, b) == 1 }

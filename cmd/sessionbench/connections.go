@@ -45,18 +45,12 @@ func connectionsScenario(ctx context.Context, o options) (map[string]any, error)
 	if uint64(n)+500 > limit {
 		return nil, fmt.Errorf("-connections %d needs an open-file limit above %d (this process's is %d)", n, n+500, limit)
 	}
-	bin, cleanup, err := buildSessiond(ctx, o)
-	if err != nil {
-		return nil, err
-	}
-	defer cleanup()
 	// The debug listener (net/http/pprof) lets the tool force a collection before each reading.
-	env := withEnv(setupLimits, map[string]string{"SESSIOND_PPROF_ADDR": "127.0.0.1:0"})
-	node, err := startNode(ctx, bin, "connections", env)
+	node, stop, err := startBenchNode(ctx, o, "connections", map[string]string{"SESSIOND_PPROF_ADDR": "127.0.0.1:0"})
 	if err != nil {
 		return nil, err
 	}
-	defer node.stop()
+	defer stop()
 	pprofBase := node.pprofBase()
 	if pprofBase == "" {
 		logf("this sessiond has no SESSIOND_PPROF_ADDR: memory is read without forcing a collection")

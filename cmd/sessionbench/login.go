@@ -34,20 +34,11 @@ func loginScenario(ctx context.Context, o options) (map[string]any, error) {
 	}
 	logf("in-process: %.3f ms CPU, %.3f ms wall per login (LoginStart+LoginFinish)", inproc.cpuMs, inproc.wallMs)
 
-	bin, cleanup, err := buildSessiond(ctx, o)
+	node, stop, err := startBenchNode(ctx, o, "login", nil)
 	if err != nil {
 		return nil, err
 	}
-	defer cleanup()
-	env := withEnv(setupLimits, nil)
-	if o.pprof {
-		env["SESSIOND_PPROF_ADDR"] = "127.0.0.1:0"
-	}
-	node, err := startNode(ctx, bin, "login", env)
-	if err != nil {
-		return nil, err
-	}
-	defer node.stop()
+	defer stop()
 	users := userNames("l", nUsers)
 	if err := registerUsers(ctx, node.base, users, c, nil); err != nil {
 		return nil, err

@@ -374,3 +374,22 @@ func raiseFileLimit() uint64 {
 	}
 	return rl.Cur
 }
+
+// startBenchNode builds sessiond and starts one node with the bench's limits plus extra
+// (pprof on its own listener when -pprof is set). stop ends the node and removes the build.
+func startBenchNode(ctx context.Context, o options, name string, extra map[string]string) (*nodeProc, func(), error) {
+	bin, cleanup, err := buildSessiond(ctx, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	env := withEnv(setupLimits, extra)
+	if o.pprof {
+		env["SESSIOND_PPROF_ADDR"] = "127.0.0.1:0"
+	}
+	node, err := startNode(ctx, bin, name, env)
+	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	return node, func() { node.stop(); cleanup() }, nil
+}

@@ -33,20 +33,11 @@ func withEnv(base map[string]string, more map[string]string) map[string]string {
 // store, and how often validations reach the store.
 func validateScenario(ctx context.Context, o options) (map[string]any, error) {
 	n := o.intOr("sessions", 1000)
-	bin, cleanup, err := buildSessiond(ctx, o)
+	node, stop, err := startBenchNode(ctx, o, "validate", nil)
 	if err != nil {
 		return nil, err
 	}
-	defer cleanup()
-	env := withEnv(setupLimits, nil)
-	if o.pprof {
-		env["SESSIOND_PPROF_ADDR"] = "127.0.0.1:0"
-	}
-	node, err := startNode(ctx, bin, "validate", env)
-	if err != nil {
-		return nil, err
-	}
-	defer node.stop()
+	defer stop()
 
 	// N sessions by real logins, at most 8 per user (the default limit is 10 per user).
 	users := userNames("v", (n+7)/8)

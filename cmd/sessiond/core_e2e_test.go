@@ -168,15 +168,31 @@ func coreFlow(t *testing.T, n *node) {
 // of the exchange (request, response, record), so tests can look for them where they must not be.
 func registerRaw(t *testing.T, ctx context.Context, c *client.Conn, name, password string) (string, [][]byte) {
 	t.Helper()
+	m, msgs := rawRegistration(t, ctx, c, "register", map[string]any{"username": name}, password)
+	var ok struct {
+		UserID string `json:"user_id"`
+	}
+	_ = m.Decode(&ok)
+	return ok.UserID, msgs
+}
+
+// rawRegistration runs prefix+".start" / prefix+".finish" (register or password.change) with
+// bytemare directly, returning the finish reply and the messages (request, response, record).
+func rawRegistration(t *testing.T, ctx context.Context, c *client.Conn, prefix string, fields map[string]any, password string) (client.Message, [][]byte) {
+	t.Helper()
 	oc, _ := opaque.DefaultConfiguration().Client()
 	req, err := oc.RegistrationInit([]byte(password))
 	if err != nil {
 		t.Fatal(err)
 	}
 	b64 := base64.RawURLEncoding
-	m, err := c.Call(ctx, "register.start", map[string]any{"username": name, "request": b64.EncodeToString(req.Serialize())})
+	start := map[string]any{"request": b64.EncodeToString(req.Serialize())}
+	for k, v := range fields {
+		start[k] = v
+	}
+	m, err := c.Call(ctx, prefix+".start", start)
 	if err != nil {
-		t.Fatalf("register.start: %v", err)
+		t.Fatalf("%s.start: %v", prefix, err)
 	}
 	var ch struct{ Response string }
 	_ = m.Decode(&ch)
@@ -189,15 +205,11 @@ func registerRaw(t *testing.T, ctx context.Context, c *client.Conn, name, passwo
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err = c.Call(ctx, "register.finish", map[string]any{"record": b64.EncodeToString(rec.Serialize())})
+	m, err = c.Call(ctx, prefix+".finish", map[string]any{"record": b64.EncodeToString(rec.Serialize())})
 	if err != nil {
-		t.Fatalf("register.finish: %v", err)
+		t.Fatalf("%s.finish: %v", prefix, err)
 	}
-	var ok struct {
-		UserID string `json:"user_id"`
-	}
-	_ = m.Decode(&ok)
-	return ok.UserID, [][]byte{req.Serialize(), resp, rec.Serialize()}
+	return m, [][]byte{req.Serialize(), resp, rec.Serialize()}
 }
 
 // assertNoSecretsIn fails when data contains a token (as text or bytes), an OPAQUE message,

@@ -183,34 +183,6 @@ func secLoginRaw(t *testing.T, ctx context.Context, c *client.Conn, name, passwo
 	return ok.Session, [][]byte{ke1.Serialize(), ke2b, ke3.Serialize()}
 }
 
-// secPasswordChangeRaw changes the password with bytemare directly and returns the OPAQUE
-// messages of the exchange (request, response, record).
-func secPasswordChangeRaw(t *testing.T, ctx context.Context, c *client.Conn, password string) [][]byte {
-	t.Helper()
-	oc, _ := opaque.DefaultConfiguration().Client()
-	req, _ := oc.RegistrationInit([]byte(password))
-	b64 := base64.RawURLEncoding
-	m, err := c.Call(ctx, "password.change.start", map[string]any{"request": b64.EncodeToString(req.Serialize())})
-	if err != nil {
-		t.Fatalf("password.change.start: %v", err)
-	}
-	var ch struct{ Response string }
-	_ = m.Decode(&ch)
-	resp, _ := b64.DecodeString(ch.Response)
-	rr, err := oc.Deserialize.RegistrationResponse(resp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, _, err := oc.RegistrationFinalize(rr, nil, nil, &opaque.ClientOptions{KSFSalt: make([]byte, 16), KSFLength: 64, KSFParameters: []uint64{1, 64, 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Call(ctx, "password.change.finish", map[string]any{"record": b64.EncodeToString(rec.Serialize())}); err != nil {
-		t.Fatalf("password.change.finish: %v", err)
-	}
-	return [][]byte{req.Serialize(), resp, rec.Serialize()}
-}
-
 // ---- 1. login throttling per username ----
 
 func TestThrottleLoginPerUser(t *testing.T) {
@@ -1091,7 +1063,7 @@ func secretsScenario(t *testing.T, n *node) (*secretSet, string) {
 	expectEnd(t, b, "device B", "notice.revoked", "revoked_by_user", 4403)
 
 	// Password change, by hand.
-	ss.opaque = append(ss.opaque, secPasswordChangeRaw(t, ctx, a, pw2)...)
+	ss.opaque = append(ss.opaque, passwordChangeRaw(t, ctx, a, pw2)...)
 
 	// A wrong password and an unknown user.
 	w := dial(t, n, browser)
@@ -1213,4 +1185,11 @@ func TestSecretsPostgres(t *testing.T) {
 		t.Fatal("the dump does not hold the username")
 	}
 	ss.check(t, "PostgreSQL", dump.Bytes(), true)
+}
+
+// passwordChangeRaw changes the password with bytemare directly and returns the OPAQUE messages.
+func passwordChangeRaw(t *testing.T, ctx context.Context, c *client.Conn, password string) [][]byte {
+	t.Helper()
+	_, msgs := rawRegistration(t, ctx, c, "password.change", nil, password)
+	return msgs
 }

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // fakeBroker records what the Hub asks of a broker, and fails when told to.
@@ -282,6 +284,20 @@ func TestHubSubscribeWaitsForFirstSinksBrokerCall(t *testing.T) {
 		_ = h.Subscribe(ctx, "a", newSink())
 		second <- slices.Equal(b.subscribedTopics(), []string{"a"})
 	}()
+	// Release the broker only once the second Subscribe is provably waiting: its goroutine is
+	// parked on the topic's ordering lock inside reconcile. Returning early fails here.
+	deadline := time.Now().Add(waitFor)
+	for !waitingInReconcile() {
+		select {
+		case <-second:
+			t.Fatal("second sink's Subscribe returned while the first one's broker call was held")
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("timed out waiting for the second Subscribe to wait on the first one's broker call")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	close(b.hold)
 	if err := <-first; err != nil {
 		t.Fatal(err)
@@ -289,6 +305,19 @@ func TestHubSubscribeWaitsForFirstSinksBrokerCall(t *testing.T) {
 	if confirmed := <-second; !confirmed {
 		t.Fatal("second sink's Subscribe returned before the broker confirmed the topic")
 	}
+}
+
+// waitingInReconcile reports whether some goroutine is parked on a mutex inside Hub.reconcile.
+func waitingInReconcile() bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		header, _, _ := strings.Cut(g, "\n")
+		if strings.Contains(header, "[sync.Mutex.Lock") && strings.Contains(g, "(*Hub).reconcile") {
+			return true
+		}
+	}
+	return false
 }
 
 // Sinks coming and going concurrently on few topics must leave the broker subscribed to exactly

@@ -44,6 +44,7 @@ var errorTable = []struct {
 	msg    string
 }{
 	{session.ErrBadInput, CodeBadRequest, http.StatusBadRequest, ""},
+	{session.ErrAttemptExpired, CodeOutOfOrder, http.StatusConflict, "the login.start or reauth.start this answers has expired; start again"},
 	{session.ErrAuthFailed, CodeAuthFailed, http.StatusUnauthorized, "wrong username or password"},
 	{session.ErrUsernameTaken, CodeUsernameTaken, http.StatusConflict, "this username is taken"},
 	{session.ErrInvalid, CodeSessionInvalid, http.StatusUnauthorized, "the session is invalid, expired or revoked"},

@@ -60,8 +60,8 @@ func (st instrumentedStore) UserByID(ctx context.Context, id string) (session.Us
 }
 
 // ChangeRecord implements session.Store.
-func (st instrumentedStore) ChangeRecord(ctx context.Context, userID string, record []byte, keepSessionID string, reason string, at time.Time) ([]string, error) {
-	r0, err := st.next.ChangeRecord(ctx, userID, record, keepSessionID, reason, at)
+func (st instrumentedStore) ChangeRecord(ctx context.Context, userID string, credVersion int64, record []byte, keepSessionID string, reason string, at time.Time) ([]string, error) {
+	r0, err := st.next.ChangeRecord(ctx, userID, credVersion, record, keepSessionID, reason, at)
 	st.observe("ChangeRecord", err)
 	return r0, err
 }

@@ -69,6 +69,7 @@ type conn struct {
 	login          *session.Login
 	pwChange       bool
 	recentAuth     time.Time      // the last proof of the password on this connection
+	recentCred     int64          // the credential version that proof was for
 	reauth         *session.Login // a re-authentication in progress
 	pendingLabel   string
 	loginKey       string // the username's rate-limit key of the login in progress
@@ -516,7 +517,7 @@ func (c *conn) handleUnauthenticated(ctx context.Context, in Inbound) {
 		}
 		c.authenticate(s)
 		c.mu.Lock()
-		c.recentAuth = m.Now()
+		c.recentAuth, c.recentCred = m.Now(), l.CredVersion()
 		c.mu.Unlock()
 		c.reply(in.ID, "login.ok", map[string]any{"session": sessionObject(info, token)})
 		// The device list notice of this login was published before this connection joined
@@ -698,7 +699,7 @@ func (c *conn) handleAuthenticated(ctx context.Context, in Inbound) {
 		}
 		_, _ = c.srv.counter.Add(ctx, "reauth:"+c.srv.mgr.Keys().LogID(s.UserID), -1, c.srv.limits.Window)
 		c.mu.Lock()
-		c.recentAuth = m.Now()
+		c.recentAuth, c.recentCred = m.Now(), l.CredVersion()
 		c.mu.Unlock()
 		c.reply(in.ID, "reauth.ok", nil)
 	case "password.change.start":
@@ -725,7 +726,7 @@ func (c *conn) handleAuthenticated(ctx context.Context, in Inbound) {
 		c.reply(in.ID, "password.change.challenge", map[string]string{"response": session.EncodeB64(resp)})
 	case "password.change.finish":
 		c.mu.Lock()
-		started := c.pwChange
+		started, cred := c.pwChange, c.recentCred
 		c.mu.Unlock()
 		if !started {
 			c.replyErr(in.ID, outOfOrder("password.change.finish must follow password.change.start"))
@@ -736,12 +737,13 @@ func (c *conn) handleAuthenticated(ctx context.Context, in Inbound) {
 			c.replyErr(in.ID, err)
 			return
 		}
-		if _, err := m.PasswordChangeFinish(ctx, s, rec); err != nil {
+		if _, err := m.PasswordChangeFinish(ctx, s, cred, rec); err != nil {
 			c.replyErr(in.ID, err)
 			return
 		}
 		c.mu.Lock()
-		c.pwChange = false
+		// The connection proved the password it just set: its proof is for the new version.
+		c.pwChange, c.recentCred = false, cred+1
 		c.mu.Unlock()
 		c.reply(in.ID, "password.change.ok", nil)
 	}

@@ -19,8 +19,14 @@ const maxCacheEntries = 200_000
 
 // cache holds recent validations keyed by token hash, so that the hot path does no store I/O.
 // Entries live at most ttl: the bound on how stale a node can be when a notice is lost.
+//
+// A fill races with a revocation: a store read that returned the row as it was before the
+// revocation committed could otherwise be cached after the revocation dropped the entry, and
+// be served until the TTL. So every drop moves the generation on, and a fill carries the
+// generation read before its store read: a fill from an older generation is not cached.
 type cache struct {
 	mu        sync.Mutex
+	gen       uint64 // moves on with every drop
 	ttl       time.Duration
 	entries   map[TokenHash]cacheEntry
 	bySession map[string][]TokenHash
@@ -44,8 +50,19 @@ func (c *cache) getID(id string, now time.Time) (Session, bool) {
 	return e.sess, true
 }
 
-func (c *cache) putID(s Session, now time.Time) {
+// generation is to be read before the store read whose result is then cached.
+func (c *cache) generation() uint64 {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
+}
+
+func (c *cache) putID(s Session, now time.Time, gen uint64) {
+	c.mu.Lock()
+	if gen != c.gen {
+		c.mu.Unlock()
+		return
+	}
 	if len(c.ids) >= maxCacheEntries {
 		for id, e := range c.ids {
 			if now.Sub(e.fetched) >= c.ttl || len(c.ids) >= maxCacheEntries {
@@ -67,10 +84,13 @@ func (c *cache) get(h TokenHash, now time.Time) (cacheEntry, bool) {
 	return e, true
 }
 
-func (c *cache) put(h TokenHash, e cacheEntry, now time.Time) {
+func (c *cache) put(h TokenHash, e cacheEntry, now time.Time, gen uint64) {
 	e.fetched = now
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if gen != c.gen {
+		return
+	}
 	if len(c.entries) >= maxCacheEntries {
 		c.prune(now)
 	}
@@ -108,6 +128,7 @@ func (c *cache) pruneExpired(now time.Time) {
 
 func (c *cache) drop(h TokenHash) {
 	c.mu.Lock()
+	c.gen++
 	if e, ok := c.entries[h]; ok {
 		c.dropLocked(h, e.sess.ID)
 	}
@@ -132,6 +153,7 @@ func (c *cache) dropLocked(h TokenHash, id string) {
 
 func (c *cache) dropSessions(ids []string) {
 	c.mu.Lock()
+	c.gen++
 	for _, id := range ids {
 		for _, h := range c.bySession[id] {
 			delete(c.entries, h)

@@ -24,7 +24,7 @@ func benchCache(b *testing.B, n int) (*cache, []string, []byte, time.Time) {
 			ID: NewID(), UserID: NewID(), VaultID: NewID(), TokenHash: h[:], Device: random(120),
 			CreatedAt: now, LastSeenAt: now, IdleExpiresAt: now.Add(time.Hour), ExpiresAt: now.Add(12 * time.Hour),
 		}
-		c.put(h, cacheEntry{sess: s}, now)
+		c.put(h, cacheEntry{sess: s}, now, 0)
 		tokens[i] = tok
 	}
 	return c, tokens, key, now

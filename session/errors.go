@@ -16,4 +16,10 @@ var (
 	ErrUnavailable   = errors.New("session: store unavailable")
 	ErrKeyMismatch   = errors.New("session: key material differs from the deployment's")
 	ErrTokenReuse    = errors.New("session: rotated token reused")
+	// ErrStaleCredential: the user's password changed, or the user was deleted, after the
+	// proof of the password being used was computed against the old registration record.
+	ErrStaleCredential = errors.New("session: the credential changed after it was proved")
+	// ErrAttemptExpired: a login.finish or reauth.finish came after the pending state of its
+	// start expired (Policy.PendingTimeout).
+	ErrAttemptExpired = errors.New("session: the login attempt expired")
 )

@@ -204,11 +204,25 @@ func (m *Manager) RegisterFinish(ctx context.Context, r *Registration, record []
 
 // ---- login ----
 
-// Login is the server's state between login.start and login.finish.
+// Login is the server's state between login.start and login.finish (or reauth.start and
+// reauth.finish). It can be finished for Policy.PendingTimeout after it started.
 type Login struct {
 	user User
 	fake bool
 	out  loginOutput
+	at   time.Time // when the start was answered
+}
+
+// CredVersion is the credential version the login's proof is for (zero for an unknown user).
+func (l *Login) CredVersion() int64 { return l.user.CredVersion }
+
+// checkPending refuses a finish that comes after the pending state of its start expired. It
+// runs before the proof is checked, alike for real and unknown users.
+func (m *Manager) checkPending(l *Login) error {
+	if m.now().Sub(l.at) > m.policy.PendingTimeout {
+		return ErrAttemptExpired
+	}
+	return nil
 }
 
 // LoginStart answers KE1. An unknown username gets a challenge from a stable fake record, so
@@ -225,7 +239,7 @@ func (m *Manager) LoginStart(ctx context.Context, username string, ke1 []byte) (
 		if err != nil {
 			return nil, nil, err
 		}
-		return ke2, &Login{fake: true, out: out}, nil
+		return ke2, &Login{fake: true, out: out, at: m.now()}, nil
 	case err != nil:
 		return nil, nil, err
 	}
@@ -242,12 +256,15 @@ func (m *Manager) userKE2(u User, ke1 []byte) ([]byte, *Login, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return ke2, &Login{user: u, out: out}, nil
+	return ke2, &Login{user: u, out: out, at: m.now()}, nil
 }
 
 // LoginFinish verifies KE3 and creates a new session with a new token. A wrong password and an
 // unknown user both give ErrAuthFailed.
 func (m *Manager) LoginFinish(ctx context.Context, l *Login, ke3 []byte, dev DeviceInfo) (Info, string, error) {
+	if err := m.checkPending(l); err != nil {
+		return Info{}, "", err
+	}
 	if err := m.opaque.finish(l.out, ke3); err != nil {
 		if errors.Is(err, ErrAuthFailed) {
 			if l.fake {
@@ -273,7 +290,7 @@ func (m *Manager) createSession(ctx context.Context, u User, dev DeviceInfo, opa
 	h := hashToken(m.keys.TokenKeys[m.keys.CurrentTokenKey], raw)
 	s := Session{
 		ID: NewID(), UserID: u.ID, VaultID: u.VaultID, TokenHash: h[:], CreatedAt: now, LastSeenAt: now,
-		ExpiresAt: now.Add(m.policy.AbsoluteTimeout),
+		ExpiresAt: now.Add(m.policy.AbsoluteTimeout), CredVersion: u.CredVersion,
 	}
 	s.IdleExpiresAt = minTime(now.Add(m.policy.IdleTimeout), s.ExpiresAt)
 	if m.pop {
@@ -281,12 +298,19 @@ func (m *Manager) createSession(ctx context.Context, u User, dev DeviceInfo, opa
 	}
 	devJSON, _ := json.Marshal(dev)
 	s.Device = m.keys.seal(devJSON, "device:"+s.ID)
+	gen := m.cache.generation()
 	evicted, err := m.store.CreateSession(ctx, s, m.policy.limit())
+	if errors.Is(err, ErrStaleCredential) {
+		// The password changed, or the user was deleted, after KE2 was computed from the old
+		// record: the proof is void, and nothing was written.
+		m.emit(ctx, Event{Kind: EventLoginFailed, UserID: u.ID, Reason: "credential_changed"})
+		return Info{}, "", fmt.Errorf("%w: %w", ErrAuthFailed, err)
+	}
 	if err != nil {
 		return Info{}, "", err
 	}
 	// The row as written is what the login's connection reads next (Check, by id).
-	m.cache.putID(s, now)
+	m.cache.putID(s, now, gen)
 	m.emit(ctx, m.eventWithDetail(Event{Kind: EventLogin, UserID: u.ID, SessionID: s.ID, At: now}, dev))
 	if len(evicted) > 0 {
 		m.afterRevoke(ctx, u.ID, evicted, ReasonSessionLimit)
@@ -345,6 +369,7 @@ func (m *Manager) lookup(ctx context.Context, h TokenHash, raw []byte) (cacheEnt
 		}
 	}
 	m.observer.CacheLookup(false)
+	gen := m.cache.generation()
 	s, match, err := m.store.SessionByToken(ctx, h[:])
 	if errors.Is(err, ErrNotFound) {
 		// Tokens issued under an older token key are still found under it.
@@ -369,7 +394,7 @@ func (m *Manager) lookup(ctx context.Context, h TokenHash, raw []byte) (cacheEnt
 		return cacheEntry{}, err
 	}
 	e := cacheEntry{sess: s, match: match}
-	m.cache.put(h, e, now)
+	m.cache.put(h, e, now, gen)
 	return e, nil
 }
 
@@ -424,6 +449,7 @@ func (m *Manager) Check(ctx context.Context, id string) (Session, error) {
 	s, ok := m.cache.getID(id, now)
 	if !ok || (m.cacheUsable != nil && !m.cacheUsable()) {
 		var err error
+		gen := m.cache.generation()
 		s, err = m.store.SessionByID(ctx, id)
 		if errors.Is(err, ErrNotFound) {
 			return Session{}, fmt.Errorf("%w: unknown session", ErrInvalid)
@@ -431,7 +457,7 @@ func (m *Manager) Check(ctx context.Context, id string) (Session, error) {
 		if err != nil {
 			return Session{}, err
 		}
-		m.cache.putID(s, now)
+		m.cache.putID(s, now, gen)
 	}
 	m.overlayIdle(&s)
 	if !s.Live(now) {
@@ -558,13 +584,19 @@ func (m *Manager) PasswordChangeStart(ctx context.Context, caller Session, reque
 }
 
 // PasswordChangeFinish stores the new record and revokes every other session of the user with
-// reason password_changed, in one transaction.
-func (m *Manager) PasswordChangeFinish(ctx context.Context, caller Session, record []byte) ([]string, error) {
+// reason password_changed, in one transaction, provided the user's credential is still the
+// one the caller's proof of the password (credVersion) was made for: a proof made before
+// another password change is ErrAuthFailed, nothing written. The new record's credential
+// version is credVersion+1.
+func (m *Manager) PasswordChangeFinish(ctx context.Context, caller Session, credVersion int64, record []byte) ([]string, error) {
 	rec, err := m.opaque.checkRecord(record)
 	if err != nil {
 		return nil, err
 	}
-	ids, err := m.store.ChangeRecord(ctx, caller.UserID, m.keys.seal(rec, "record:"+caller.UserID), caller.ID, ReasonPasswordChanged, m.now())
+	ids, err := m.store.ChangeRecord(ctx, caller.UserID, credVersion, m.keys.seal(rec, "record:"+caller.UserID), caller.ID, ReasonPasswordChanged, m.now())
+	if errors.Is(err, ErrStaleCredential) {
+		return nil, fmt.Errorf("%w: %w", ErrAuthFailed, err)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -309,7 +309,7 @@ func TestRevokeAndPasswordChange(t *testing.T) {
 	}
 	r, _ := cl.Deserialize.RegistrationResponse(resp)
 	rec, _, _ := cl.RegistrationFinalize(r, nil, nil, cheapKSF)
-	ids, err := f.m.PasswordChangeFinish(ctx, sa, rec.Serialize())
+	ids, err := f.m.PasswordChangeFinish(ctx, sa, 1, rec.Serialize())
 	if err != nil || len(ids) != 1 || ids[0] != c.ID || f.rec.reason(c.ID) != session.ReasonPasswordChanged {
 		t.Fatalf("password change revoked %v, %v", ids, err)
 	}
@@ -342,5 +342,67 @@ func TestSweepDeletesEndedInBatches(t *testing.T) {
 	f.clock.Advance(time.Second)
 	if n, err := f.m.Sweep(ctx); n != 5 || err != nil {
 		t.Fatalf("swept %d, %v; want 5", n, err)
+	}
+}
+
+// pausingStore holds a SessionByToken read, after it read the row, until released: a read
+// that returns a session as it was before a revocation committed.
+type pausingStore struct {
+	session.Store
+	read    chan struct{} // closed when a paused read has its row
+	release chan struct{}
+	armed   bool
+}
+
+func (p *pausingStore) SessionByToken(ctx context.Context, h []byte) (session.Session, session.TokenMatch, error) {
+	s, m, err := p.Store.SessionByToken(ctx, h)
+	if p.armed {
+		p.armed = false
+		close(p.read)
+		<-p.release
+	}
+	return s, m, err
+}
+
+// TestCacheFillRacingRevocation: a validation whose store read raced a revocation must not put
+// the pre-revocation row into the cache (it would be served as live until the TTL).
+func TestCacheFillRacingRevocation(t *testing.T) {
+	st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ps := &pausingStore{Store: st, read: make(chan struct{}), release: make(chan struct{})}
+	f := &fixture{clock: session.NewFakeClock(t0), rec: &recorder{revoked: map[string]string{}}, st: st}
+	f.m, err = session.NewManager(session.Config{Store: ps, Keys: session.GenerateKeys(), Policy: session.Policy{CacheTTL: time.Hour},
+		Clock: f.clock, Notifier: f.rec, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	f.register(t, "ivy", "pw")
+	info, token := f.mustLogin(t, "ivy")
+	caller, _ := f.mustLogin(t, "ivy")
+	callerSess, err := f.m.Check(ctx, caller.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ps.armed = true
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.m.Validate(ctx, token)
+		done <- err
+	}()
+	<-ps.read // the row is read, live; the revocation commits before the read returns
+	if _, err := f.m.Revoke(ctx, callerSess, info.ID); err != nil {
+		t.Fatal(err)
+	}
+	close(ps.release)
+	if err := <-done; err != nil {
+		t.Fatalf("the racing validation: %v", err) // it read before the revocation: live then
+	}
+	if _, err := f.m.Validate(ctx, token); !errors.Is(err, session.ErrInvalid) {
+		t.Fatalf("validation after the revocation: %v, want ErrInvalid (the racing read was cached)", err)
 	}
 }

@@ -25,6 +25,7 @@ type Policy struct {
 	Retention       time.Duration // ended sessions are kept this long before the sweeper deletes them (default 24h)
 	SweepInterval   time.Duration // pause between sweeps (default 1m)
 	SweepBatch      int           // rows per sweep transaction (default 1000)
+	PendingTimeout  time.Duration // how long a login.start or reauth.start can be finished (default 10s)
 }
 
 // Defaults returns p with every zero field set to its default.
@@ -42,6 +43,7 @@ func (p Policy) Defaults() Policy {
 	set(&p.CacheTTL, 5*time.Second)
 	set(&p.Retention, 24*time.Hour)
 	set(&p.SweepInterval, time.Minute)
+	set(&p.PendingTimeout, 10*time.Second)
 	if p.MaxSessions == 0 {
 		p.MaxSessions = 10
 	}
@@ -67,7 +69,7 @@ func (p Policy) Validate() error {
 		return fmt.Errorf("rotation grace must not be negative")
 	case p.LimitPolicy != EvictOldest && p.LimitPolicy != DenyNew:
 		return fmt.Errorf("session limit policy %q is not %s or %s", p.LimitPolicy, EvictOldest, DenyNew)
-	case p.TouchInterval <= 0 || p.CacheTTL <= 0 || p.SweepInterval <= 0 || p.Retention < 0 || p.SweepBatch <= 0:
+	case p.TouchInterval <= 0 || p.CacheTTL <= 0 || p.SweepInterval <= 0 || p.Retention < 0 || p.SweepBatch <= 0 || p.PendingTimeout <= 0:
 		return fmt.Errorf("touch interval, cache TTL, sweep interval and batch must be positive")
 	}
 	return nil

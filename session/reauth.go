@@ -28,12 +28,25 @@ func (m *Manager) ReauthStart(ctx context.Context, caller Session, ke1 []byte) (
 }
 
 // ReauthFinish verifies KE3 of a re-authentication. It creates no session. A wrong password is
-// ErrAuthFailed and is recorded like a failed login.
+// ErrAuthFailed and is recorded like a failed login; so is a proof made against a record the
+// user no longer has (the password changed, or the user was deleted, since ReauthStart). The
+// proof is good for l.CredVersion(); PasswordChangeFinish checks that again when it writes.
 func (m *Manager) ReauthFinish(ctx context.Context, l *Login, ke3 []byte) error {
+	if err := m.checkPending(l); err != nil {
+		return err
+	}
 	if err := m.opaque.finish(l.out, ke3); err != nil {
 		if errors.Is(err, ErrAuthFailed) {
 			m.emit(ctx, Event{Kind: EventLoginFailed, UserID: l.user.ID, Reason: "reauth"})
 		}
+		return err
+	}
+	u, err := m.store.UserByID(ctx, l.user.ID)
+	switch {
+	case errors.Is(err, ErrNotFound) || err == nil && u.CredVersion != l.user.CredVersion:
+		m.emit(ctx, Event{Kind: EventLoginFailed, UserID: l.user.ID, Reason: "credential_changed"})
+		return fmt.Errorf("%w: %w", ErrAuthFailed, ErrStaleCredential)
+	case err != nil:
 		return err
 	}
 	return nil

@@ -13,6 +13,9 @@ type User struct {
 	Record    []byte // sealed registration record
 	VaultID   string
 	CreatedAt time.Time
+	// CredVersion counts the user's credentials: 1 at registration, one more with every
+	// password change. A proof of the password is only good for the version it was made for.
+	CredVersion int64
 }
 
 // Session is one login of one device. The token itself is never held: only its keyed hash.
@@ -28,6 +31,9 @@ type Session struct {
 	ExpiresAt     time.Time
 	RevokedAt     time.Time // zero while not revoked
 	RevokeReason  string
+	// CredVersion is, when the session is created, the user's credential version that the
+	// login proved (Store.CreateSession checks it). Not stored: reads leave it zero.
+	CredVersion int64
 }
 
 // EndAt is the moment the session stops being usable: the earliest of its idle deadline,
@@ -112,23 +118,27 @@ type Reseal struct {
 // Store persists users, sessions and vaults. It is the authority: every state change is one
 // transaction, and implementations are safe for concurrent use by several nodes.
 type Store interface {
-	// CreateUser inserts a user and an empty vault slot. A taken username: ErrUsernameTaken.
+	// CreateUser inserts a user, with credential version 1, and an empty vault slot. A taken
+	// username: ErrUsernameTaken.
 	CreateUser(ctx context.Context, u User) error
 	// UserByName returns a user by normalised username. Unknown: ErrNotFound.
 	UserByName(ctx context.Context, username string) (User, error)
 	// UserByID returns a user by id. Unknown: ErrNotFound.
 	UserByID(ctx context.Context, id string) (User, error)
-	// ChangeRecord replaces the user's sealed registration record and revokes every live
+	// ChangeRecord replaces the user's sealed registration record, provided the user's
+	// credential version is still credVersion, bumps the version and revokes every live
 	// session of the user except keepSessionID, with reason, in one transaction. It returns
-	// the ids it revoked. Unknown user: ErrNotFound.
-	ChangeRecord(ctx context.Context, userID string, record []byte, keepSessionID, reason string, at time.Time) ([]string, error)
+	// the ids it revoked. Unknown user: ErrNotFound; another version: ErrStaleCredential;
+	// nothing written on error.
+	ChangeRecord(ctx context.Context, userID string, credVersion int64, record []byte, keepSessionID, reason string, at time.Time) ([]string, error)
 	// DeleteUser removes a user, the vault and revokes every session (reason). Unknown: ErrNotFound.
 	DeleteUser(ctx context.Context, userID, reason string, at time.Time) ([]string, error)
 
 	// CreateSession inserts s after applying limit among the user's sessions live at
 	// s.CreatedAt, in one transaction. With EvictOldest the oldest (by creation) live sessions
 	// are revoked with reason "session_limit" and their ids returned; otherwise a full user
-	// gets ErrSessionLimit and nothing is written.
+	// gets ErrSessionLimit and nothing is written. In the same transaction the user must exist
+	// with credential version s.CredVersion: otherwise ErrStaleCredential, nothing written.
 	CreateSession(ctx context.Context, s Session, limit Limit) (evicted []string, err error)
 	// SessionByToken finds the session whose current or retired token has this hash, whatever
 	// its state (revoked and expired rows are returned until swept). Unknown: ErrNotFound.

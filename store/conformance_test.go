@@ -43,6 +43,7 @@ func runConformance(t *testing.T, open func(t *testing.T) session.Store) {
 		{"revoke/own live sessions only", testRevokeSessions},
 		{"revoke/others of user", testRevokeUserSessions},
 		{"users/change record", testChangeRecord},
+		{"users/credential version", testCredentialVersion},
 		{"users/delete", testDeleteUser},
 		{"sweep/delete ended", testDeleteEnded},
 		{"vault/etag flow", testVault},
@@ -81,6 +82,7 @@ func wantErr(t *testing.T, err, target error) {
 func newUser(id, name string) session.User {
 	return session.User{
 		ID: id, Username: name, Record: []byte("record-" + id), VaultID: "vault-" + id, CreatedAt: t0,
+		CredVersion: 1,
 	}
 }
 
@@ -96,12 +98,26 @@ func newSession(userID, id string, created time.Time) session.Session {
 		LastSeenAt:    created,
 		IdleExpiresAt: created.Add(30 * time.Minute),
 		ExpiresAt:     created.Add(24 * time.Hour),
+		CredVersion:   1,
+	}
+}
+
+// users creates a user for each id that has none yet, so that sessions can be created for it.
+func users(t *testing.T, st session.Store, ids ...string) {
+	t.Helper()
+	for _, id := range ids {
+		_, err := st.UserByID(t.Context(), id)
+		if errors.Is(err, session.ErrNotFound) {
+			err = st.CreateUser(t.Context(), newUser(id, "user-"+id))
+		}
+		must(t, err)
 	}
 }
 
 func create(t *testing.T, st session.Store, sessions ...session.Session) {
 	t.Helper()
 	for _, s := range sessions {
+		users(t, st, s.UserID)
 		if _, err := st.CreateSession(t.Context(), s, session.Limit{}); err != nil {
 			t.Fatalf("create session %s: %v", s.ID, err)
 		}
@@ -120,7 +136,7 @@ func getSession(t *testing.T, st session.Store, id string) session.Session {
 func assertUser(t *testing.T, got, want session.User) {
 	t.Helper()
 	if got.ID != want.ID || got.Username != want.Username || !bytes.Equal(got.Record, want.Record) ||
-		got.VaultID != want.VaultID || !got.CreatedAt.Equal(want.CreatedAt) {
+		got.VaultID != want.VaultID || !got.CreatedAt.Equal(want.CreatedAt) || got.CredVersion != want.CredVersion {
 		t.Fatalf("user = %+v, want %+v", got, want)
 	}
 }
@@ -295,6 +311,7 @@ func testUserBadInput(t *testing.T, st session.Store) {
 
 func testSessionLookup(t *testing.T, st session.Store) {
 	ctx := t.Context()
+	users(t, st, "u1")
 	s1 := newSession("u1", "s1", t0)
 	// Optional fields left empty come back empty.
 	s2 := newSession("u1", "s2", at(time.Second))
@@ -381,6 +398,7 @@ func testListSessions(t *testing.T, st session.Store) {
 
 func testLimitDeny(t *testing.T, st session.Store) {
 	ctx := t.Context()
+	users(t, st, "u1", "u2")
 	limit := session.Limit{Max: 2}
 	s1 := newSession("u1", "s1", t0)
 	s1.IdleExpiresAt = at(10 * time.Minute)
@@ -429,6 +447,7 @@ func testLimitEvict(t *testing.T, st session.Store) {
 
 func testLimitConcurrentDeny(t *testing.T, st session.Store) {
 	const n, max = 10, 3
+	users(t, st, "u1")
 	errs := parallel(n, func(i int) error {
 		_, err := st.CreateSession(t.Context(), newSession("u1", fmt.Sprintf("s%02d", i), at(time.Duration(i)*time.Millisecond)),
 			session.Limit{Max: max})
@@ -455,6 +474,7 @@ func testLimitConcurrentDeny(t *testing.T, st session.Store) {
 
 func testLimitConcurrentEvict(t *testing.T, st session.Store) {
 	const n, max = 10, 3
+	users(t, st, "u1")
 	var (
 		mu      sync.Mutex
 		evicted []string
@@ -688,7 +708,7 @@ func testChangeRecord(t *testing.T, st session.Store) {
 	_, err := st.RevokeSessions(ctx, "u1", []string{"s3"}, "logout", at(time.Second))
 	must(t, err)
 
-	got, err := st.ChangeRecord(ctx, "u1", []byte("new record"), "keep", "password_changed", when)
+	got, err := st.ChangeRecord(ctx, "u1", 1, []byte("new record"), "keep", "password_changed", when)
 	must(t, err)
 	assertIDs(t, "revoked", got, "s2")
 	assertRevoked(t, st, "s2", when, "password_changed")
@@ -696,13 +716,60 @@ func testChangeRecord(t *testing.T, st session.Store) {
 	assertNotRevoked(t, st, "keep", "other")
 	user, err := st.UserByID(ctx, "u1")
 	must(t, err)
-	u.Record = []byte("new record")
+	u.Record, u.CredVersion = []byte("new record"), 2
 	assertUser(t, user, u)
 
-	// An unknown user changes nothing, not even sessions under that id.
-	_, err = st.ChangeRecord(ctx, "ghost", []byte("r"), "", "password_changed", when)
+	// An unknown user changes nothing.
+	_, err = st.ChangeRecord(ctx, "nobody", 1, []byte("r"), "", "password_changed", when)
 	wantErr(t, err, session.ErrNotFound)
 	assertNotRevoked(t, st, "g1")
+}
+
+// testCredentialVersion: a password change and a session are only written for the credential
+// version that was proved; a stale version or a deleted user writes nothing.
+func testCredentialVersion(t *testing.T, st session.Store) {
+	ctx := t.Context()
+	when := at(time.Minute)
+	must(t, st.CreateUser(ctx, newUser("u1", "alice")))
+	user, err := st.UserByName(ctx, "alice")
+	must(t, err)
+	if user.CredVersion != 1 {
+		t.Fatalf("a new user's credential version is %d, want 1", user.CredVersion)
+	}
+	create(t, st, newSession("u1", "s1", t0))
+
+	// A change based on a proof of another version: nothing written, nothing revoked.
+	_, err = st.ChangeRecord(ctx, "u1", 2, []byte("stale"), "", "password_changed", when)
+	wantErr(t, err, session.ErrStaleCredential)
+	user, err = st.UserByID(ctx, "u1")
+	must(t, err)
+	if user.CredVersion != 1 || string(user.Record) != "record-u1" {
+		t.Fatalf("a stale change wrote version %d, record %q", user.CredVersion, user.Record)
+	}
+	assertNotRevoked(t, st, "s1")
+
+	_, err = st.ChangeRecord(ctx, "u1", 1, []byte("new"), "", "password_changed", when)
+	must(t, err)
+	// A login proved against version 1 no longer creates a session; one against 2 does.
+	old := newSession("u1", "s2", when)
+	_, err = st.CreateSession(ctx, old, session.Limit{})
+	wantErr(t, err, session.ErrStaleCredential)
+	_, err = st.SessionByID(ctx, "s2")
+	wantErr(t, err, session.ErrNotFound)
+	cur := newSession("u1", "s3", when)
+	cur.CredVersion = 2
+	_, err = st.CreateSession(ctx, cur, session.Limit{})
+	must(t, err)
+
+	// A deleted user gets no session, whatever the version.
+	_, err = st.DeleteUser(ctx, "u1", "account_deleted", when)
+	must(t, err)
+	gone := newSession("u1", "s4", when)
+	gone.CredVersion = 2
+	_, err = st.CreateSession(ctx, gone, session.Limit{})
+	wantErr(t, err, session.ErrStaleCredential)
+	_, err = st.SessionByID(ctx, "s4")
+	wantErr(t, err, session.ErrNotFound)
 }
 
 func testDeleteUser(t *testing.T, st session.Store) {

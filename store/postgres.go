@@ -211,18 +211,21 @@ func pgRevoke(ctx context.Context, tx pgx.Tx, query string, at time.Time, reason
 }
 
 // ChangeRecord implements [session.Store].
-func (p *Postgres) ChangeRecord(ctx context.Context, userID string, record []byte, keepSessionID, reason string, at time.Time) ([]string, error) {
+func (p *Postgres) ChangeRecord(ctx context.Context, userID string, credVersion int64, record []byte, keepSessionID, reason string, at time.Time) ([]string, error) {
 	var revoked []string
 	err := p.tx(ctx, "change record", func(tx pgx.Tx) error {
 		if err := lockUser(ctx, tx, userID); err != nil {
 			return err
 		}
-		tag, err := tx.Exec(ctx, `UPDATE users SET record = $1 WHERE id = $2`, notNil(record), userID)
+		var cur int64
+		err := tx.QueryRow(ctx, `UPDATE users SET record = $1, cred_version = cred_version + 1
+			WHERE id = $2 RETURNING cred_version - 1`, notNil(record), userID).Scan(&cur)
 		if err != nil {
-			return err
+			return pgNotFound(err)
 		}
-		if tag.RowsAffected() == 0 {
-			return session.ErrNotFound
+		if cur != credVersion {
+			// Undone with the transaction.
+			return session.ErrStaleCredential
 		}
 		revoked, err = pgRevoke(ctx, tx, pgRevokeExcept, at, reason, userID, keepSessionID)
 		return err
@@ -271,6 +274,15 @@ func (p *Postgres) CreateSession(ctx context.Context, s session.Session, limit s
 		if err := lockUser(ctx, tx, s.UserID); err != nil {
 			return err
 		}
+		// Under the same lock as ChangeRecord and DeleteUser: the credential cannot change
+		// before the insert commits.
+		var cur int64
+		err := tx.QueryRow(ctx, `SELECT cred_version FROM users WHERE id = $1`, s.UserID).Scan(&cur)
+		if errors.Is(err, pgx.ErrNoRows) || err == nil && cur != s.CredVersion {
+			return session.ErrStaleCredential
+		} else if err != nil {
+			return err
+		}
 		if limit.Max > 0 {
 			rows, err := tx.Query(ctx, `
 				SELECT id FROM sessions
@@ -292,7 +304,7 @@ func (p *Postgres) CreateSession(ctx context.Context, s session.Session, limit s
 				}
 			}
 		}
-		_, err := tx.Exec(ctx, `
+		_, err = tx.Exec(ctx, `
 			INSERT INTO sessions (id, user_id, vault_id, token_hash, device, created_at, last_seen_at,
 				idle_expires_at, expires_at, revoked_at, revoke_reason, end_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,

@@ -23,7 +23,7 @@ const sessionCols = `s.id, s.user_id, s.vault_id, s.token_hash, s.device, s.crea
 	s.last_seen_at, s.idle_expires_at, s.expires_at, s.revoked_at, s.revoke_reason`
 
 // userCols lists the columns scanUser reads, in order.
-const userCols = `id, username, record, vault_id, created_at`
+const userCols = `id, username, record, vault_id, created_at, cred_version`
 
 // scanner is a row of either driver: *sql.Row, *sql.Rows, pgx.Row and pgx.Rows all fit.
 type scanner interface {
@@ -72,7 +72,7 @@ func scanUser(row scanner) (session.User, error) {
 		u       session.User
 		created sql.NullInt64
 	)
-	if err := row.Scan(&u.ID, &u.Username, &u.Record, &u.VaultID, &created); err != nil {
+	if err := row.Scan(&u.ID, &u.Username, &u.Record, &u.VaultID, &created, &u.CredVersion); err != nil {
 		return session.User{}, err
 	}
 	u.CreatedAt = fromMillis(created)

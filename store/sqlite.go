@@ -215,17 +215,18 @@ func sqliteRevoke(ctx context.Context, q interface {
 }
 
 // ChangeRecord implements [session.Store].
-func (s *SQLite) ChangeRecord(ctx context.Context, userID string, record []byte, keepSessionID, reason string, at time.Time) ([]string, error) {
+func (s *SQLite) ChangeRecord(ctx context.Context, userID string, credVersion int64, record []byte, keepSessionID, reason string, at time.Time) ([]string, error) {
 	var revoked []string
 	err := s.tx(ctx, "change record", func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE users SET record = ?1 WHERE id = ?2`, notNil(record), userID)
+		var cur int64
+		err := tx.QueryRowContext(ctx, `UPDATE users SET record = ?1, cred_version = cred_version + 1
+			WHERE id = ?2 RETURNING cred_version - 1`, notNil(record), userID).Scan(&cur)
 		if err != nil {
-			return err
+			return sqliteNotFound(err)
 		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
-			return session.ErrNotFound
+		if cur != credVersion {
+			// Undone with the transaction.
+			return session.ErrStaleCredential
 		}
 		revoked, err = sqliteRevoke(ctx, tx, sqliteRevokeExcept, at, reason, userID, keepSessionID)
 		return err
@@ -265,8 +266,11 @@ func (s *SQLite) CreateSession(ctx context.Context, sess session.Session, limit 
 	}
 	evicted := []string{}
 	err := s.tx(ctx, "create session", func(tx *sql.Tx) error {
-		// The transaction holds the write lock from BEGIN, so nobody else can add a session
-		// between this count and the insert.
+		// The transaction holds the write lock from BEGIN, so neither the user's credential
+		// nor the count can change before the insert.
+		if err := sqliteCheckCredential(ctx, tx, sess.UserID, sess.CredVersion); err != nil {
+			return err
+		}
 		if limit.Max > 0 {
 			live, err := sqliteLiveIDs(ctx, tx, sess.UserID, sess.CreatedAt)
 			if err != nil {
@@ -302,6 +306,17 @@ func (s *SQLite) CreateSession(ctx context.Context, sess session.Session, limit 
 		return nil, err
 	}
 	return evicted, nil
+}
+
+// sqliteCheckCredential returns ErrStaleCredential unless the user exists with credential
+// version v.
+func sqliteCheckCredential(ctx context.Context, tx *sql.Tx, userID string, v int64) error {
+	var cur int64
+	err := tx.QueryRowContext(ctx, `SELECT cred_version FROM users WHERE id = ?1`, userID).Scan(&cur)
+	if errors.Is(err, sql.ErrNoRows) || err == nil && cur != v {
+		return session.ErrStaleCredential
+	}
+	return err
 }
 
 // sqliteLiveIDs returns the ids of the user's sessions live at now, oldest first.

@@ -183,7 +183,9 @@ func inProcessLogins(ctx context.Context, n int) (inprocResult, error) {
 		return inprocResult{}, err
 	}
 	defer st.Close()
-	m, err := session.NewManager(session.Config{Store: st, Keys: session.GenerateKeys(), Logger: zerolog.New(io.Discard).With().Timestamp().Logger()})
+	// Every start is answered before the first finish: the pending state must outlive the batch.
+	m, err := session.NewManager(session.Config{Store: st, Keys: session.GenerateKeys(), Logger: zerolog.New(io.Discard).With().Timestamp().Logger(),
+		Policy: session.Policy{PendingTimeout: time.Hour}})
 	if err != nil {
 		return inprocResult{}, err
 	}

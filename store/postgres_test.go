@@ -20,7 +20,7 @@ func postgresURL(t *testing.T) string {
 	t.Helper()
 	url := os.Getenv("TEST_POSTGRES_URL")
 	if url == "" {
-		if os.Getenv("CI") == "true" {
+		if os.Getenv("CI") != "" {
 			t.Fatal("TEST_POSTGRES_URL must be set in CI")
 		}
 		t.Skip("TEST_POSTGRES_URL not set")

@@ -93,7 +93,7 @@ func postgresURL(t *testing.T) string {
 	t.Helper()
 	base := os.Getenv("TEST_POSTGRES_URL")
 	if base == "" {
-		if os.Getenv("CI") == "true" {
+		if os.Getenv("CI") != "" {
 			t.Fatal("TEST_POSTGRES_URL is required in CI")
 		}
 		t.Skip("TEST_POSTGRES_URL not set")

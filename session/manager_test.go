@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -325,8 +326,30 @@ func TestRevokeAndPasswordChange(t *testing.T) {
 	_ = a
 }
 
+// batchStore records the limit and result of every DeleteEnded call.
+type batchStore struct {
+	session.Store
+	mu    sync.Mutex
+	calls [][2]int // {limit, deleted}
+}
+
+func (b *batchStore) DeleteEnded(ctx context.Context, before time.Time, limit int) (int, error) {
+	n, err := b.Store.DeleteEnded(ctx, before, limit)
+	b.mu.Lock()
+	b.calls = append(b.calls, [2]int{limit, n})
+	b.mu.Unlock()
+	return n, err
+}
+
 func TestSweepDeletesEndedInBatches(t *testing.T) {
-	f := newFixture(t, session.Policy{IdleTimeout: time.Minute, RefreshLead: time.Second, Retention: time.Hour, SweepBatch: 2})
+	f := newFixture(t, session.Policy{})
+	bs := &batchStore{Store: f.st}
+	var err error
+	f.m, err = session.NewManager(session.Config{Store: bs, Keys: session.GenerateKeys(), Clock: f.clock, Notifier: f.rec, Logger: zerolog.Nop(),
+		Policy: session.Policy{IdleTimeout: time.Minute, RefreshLead: time.Second, Retention: time.Hour, SweepBatch: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	f.register(t, "ivy", "pw")
 	for i := 0; i < 5; i++ {
@@ -335,13 +358,19 @@ func TestSweepDeletesEndedInBatches(t *testing.T) {
 	if n, _ := f.m.Sweep(ctx); n != 0 {
 		t.Fatalf("swept %d live sessions", n)
 	}
-	f.clock.Advance(time.Minute + time.Hour) // ended, but only just past retention? not yet
+	f.clock.Advance(time.Minute + time.Hour) // ended exactly at the retention bound: kept
 	if n, _ := f.m.Sweep(ctx); n != 0 {
 		t.Fatalf("swept %d sessions inside retention", n)
 	}
 	f.clock.Advance(time.Second)
+	bs.calls = nil
 	if n, err := f.m.Sweep(ctx); n != 5 || err != nil {
 		t.Fatalf("swept %d, %v; want 5", n, err)
+	}
+	// Five rows in batches of two: 2, 2, 1, and the short batch ends the sweep.
+	want := [][2]int{{2, 2}, {2, 2}, {2, 1}}
+	if !slices.Equal(bs.calls, want) {
+		t.Fatalf("DeleteEnded calls {limit, deleted} = %v, want %v", bs.calls, want)
 	}
 }
 

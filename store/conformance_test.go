@@ -875,36 +875,46 @@ func testVault(t *testing.T, st session.Store) {
 	_, err := st.GetVault(ctx, "v1")
 	wantErr(t, err, session.ErrNotFound)
 
+	// ETags are opaque: a step's If-Match is built from the ETag an earlier step got, and
+	// every successful write must get an ETag this vault never had.
+	etags := map[string]string{} // step name -> the ETag it got
+	of := func(step string) func() string { return func() string { return etags[step] } }
+	lit := func(v string) func() string { return func() string { return v } }
+	none := lit("")
 	tests := []struct {
-		name     string
-		put      session.VaultPut
-		wantETag string
-		err      error
+		name    string
+		put     session.VaultPut
+		ifMatch func() string
+		err     error
 	}{
-		{"if-match on no vault", session.VaultPut{IfMatch: "1", Data: []byte("x")}, "", session.ErrPrecondition},
-		{"both conditions", session.VaultPut{IfMatch: "1", IfNoneMatch: true, Data: []byte("x")}, "", session.ErrPrecondition},
-		{"create", session.VaultPut{IfNoneMatch: true, Data: []byte("one"), At: at(time.Second)}, "1", nil},
-		{"create again", session.VaultPut{IfNoneMatch: true, Data: []byte("x")}, "", session.ErrPrecondition},
-		{"update", session.VaultPut{IfMatch: "1", Data: []byte("two"), At: at(2 * time.Second)}, "2", nil},
-		{"stale if-match", session.VaultPut{IfMatch: "1", Data: []byte("x")}, "", session.ErrPrecondition},
-		{"foreign if-match", session.VaultPut{IfMatch: `"2"`, Data: []byte("x")}, "", session.ErrPrecondition},
-		{"padded if-match", session.VaultPut{IfMatch: "02", Data: []byte("x")}, "", session.ErrPrecondition},
-		{"unconditional", session.VaultPut{Data: []byte("three"), At: at(3 * time.Second)}, "3", nil},
-		{"empty data", session.VaultPut{IfMatch: "3", At: at(4 * time.Second)}, "4", nil},
-		{"back to data", session.VaultPut{IfMatch: "4", Data: []byte("five"), At: at(5 * time.Second)}, "5", nil},
+		{"if-match on no vault", session.VaultPut{Data: []byte("x")}, lit("1"), session.ErrPrecondition},
+		{"both conditions", session.VaultPut{IfNoneMatch: true, Data: []byte("x")}, lit("1"), session.ErrPrecondition},
+		{"create", session.VaultPut{IfNoneMatch: true, Data: []byte("one"), At: at(time.Second)}, none, nil},
+		{"create again", session.VaultPut{IfNoneMatch: true, Data: []byte("x")}, none, session.ErrPrecondition},
+		{"update", session.VaultPut{Data: []byte("two"), At: at(2 * time.Second)}, of("create"), nil},
+		{"stale if-match", session.VaultPut{Data: []byte("x")}, of("create"), session.ErrPrecondition},
+		{"foreign if-match", session.VaultPut{Data: []byte("x")}, func() string { return `"` + etags["update"] + `"` }, session.ErrPrecondition},
+		{"padded if-match", session.VaultPut{Data: []byte("x")}, func() string { return "0" + etags["update"] }, session.ErrPrecondition},
+		{"unconditional", session.VaultPut{Data: []byte("three"), At: at(3 * time.Second)}, none, nil},
+		{"empty data", session.VaultPut{At: at(4 * time.Second)}, of("unconditional"), nil},
+		{"back to data", session.VaultPut{Data: []byte("five"), At: at(5 * time.Second)}, of("empty data"), nil},
 	}
+	seen := map[string]bool{}
 	var last session.VaultPut
 	for _, tc := range tests {
-		tc.put.VaultID = "v1"
+		tc.put.VaultID, tc.put.IfMatch = "v1", tc.ifMatch()
 		etag, err := st.PutVault(ctx, tc.put)
 		if tc.err != nil {
 			wantErr(t, err, tc.err)
+			if etag != "" {
+				t.Fatalf("%s: a refused write returned etag %q", tc.name, etag)
+			}
 		} else {
 			must(t, err)
-			last = tc.put
-		}
-		if etag != tc.wantETag {
-			t.Fatalf("%s: etag %q, want %q", tc.name, etag, tc.wantETag)
+			if etag == "" || seen[etag] {
+				t.Fatalf("%s: etag %q is empty or was this vault's before (%v)", tc.name, etag, seen)
+			}
+			seen[etag], etags[tc.name], last = true, etag, tc.put
 		}
 		if last.VaultID == "" {
 			_, err := st.GetVault(ctx, "v1")
@@ -916,14 +926,17 @@ func testVault(t *testing.T, st session.Store) {
 			t.Fatalf("%s: vault %q at %v, want %q at %v", tc.name, v.Data, v.UpdatedAt, last.Data, last.At)
 		}
 	}
-	if v := get(); v.ETag != "5" {
-		t.Fatalf("etag %q, want 5", v.ETag)
+	if v := get(); v.ETag != etags["back to data"] {
+		t.Fatalf("etag %q, want the last write's %q", v.ETag, etags["back to data"])
 	}
-	// Vaults are independent; an unconditional first write starts at 1 too.
+	// Vaults are independent: a write to another vault leaves this one's ETag alone.
 	etag, err := st.PutVault(ctx, session.VaultPut{VaultID: "v2", Data: []byte("other")})
 	must(t, err)
-	if etag != "1" {
-		t.Fatalf("v2 etag %q, want 1", etag)
+	if etag == "" {
+		t.Fatal("v2: empty etag")
+	}
+	if v := get(); v.ETag != etags["back to data"] {
+		t.Fatalf("v1 etag %q after a write to v2, want %q", v.ETag, etags["back to data"])
 	}
 }
 

@@ -161,6 +161,7 @@ func (c *config) settings() []setting {
 		{"absolute-timeout", "SESSIOND_ABSOLUTE_TIMEOUT", "12h", "session lifetime from login, never extended", durationSetter(&p.AbsoluteTimeout)},
 		{"refresh-lead", "SESSIOND_REFRESH_LEAD", "2m", "how long before a deadline devices are prompted", durationSetter(&p.RefreshLead)},
 		{"rotation-grace", "SESSIOND_ROTATION_GRACE", "30s", "how long a rotated-away token still works", durationSetter(&p.RotationGrace)},
+		{"cache-ttl", "SESSIOND_CACHE_TTL", "5s", "how long a node serves a validation from its cache while the hub is healthy", durationSetter(&p.CacheTTL)},
 		{"login-pending-timeout", "SESSIOND_LOGIN_PENDING_TIMEOUT", "10s", "how long a login.start or reauth.start can be finished", durationSetter(&p.PendingTimeout)},
 		{"handshake-timeout", "SESSIOND_HANDSHAKE_TIMEOUT", "30s", "time a connection has to log in or resume", durationSetter(&c.HandshakeTimeout)},
 		{"max-sessions", "SESSIOND_MAX_SESSIONS", "10", "live sessions per user (0: unlimited)", func(v string) error {

@@ -315,7 +315,7 @@ func assertNoSecretsInPostgres(t *testing.T, n *node, dbURL string) {
 
 // TestRefusalsAndErrors covers each documented refusal; the server keeps serving after each.
 func TestRefusalsAndErrors(t *testing.T) {
-	n := startNode(t, map[string]string{"SESSIOND_HANDSHAKE_TIMEOUT": "1s"})
+	n := startNode(t, nil) // the handshake deadline has its own test
 	ctx := ctxT(t)
 
 	// Bad Origin: 403 before the upgrade; the own origin passes.
@@ -410,16 +410,13 @@ func TestRefusalsAndErrors(t *testing.T) {
 		t.Fatalf("edge message is %d bytes", len(msg))
 	}
 	_ = edge.SendRaw(ctx, websocket.MessageText, []byte(msg))
-	if m := <-edge.Notices(); m.Type != "pong" {
+	if m := secNext(t, edge, "64 KiB message"); m.Type != "pong" {
 		t.Fatalf("64 KiB message: %+v", m)
 	}
 	// Invalid UTF-8: 1007.
 	u := dial(t, n, cheap)
 	_ = u.SendRaw(ctx, websocket.MessageText, []byte("{\"type\":\"\xff\"}"))
 	waitClosed(t, u, 1007)
-	// Handshake deadline: 4408 for a connection that neither logs in nor resumes.
-	idle := dial(t, n, cheap)
-	waitClosed(t, idle, 4408)
 	// A peer that keeps sending garbage is closed with 4400.
 	g := dial(t, n, cheap)
 	for i := 0; i < 10; i++ {
@@ -429,6 +426,44 @@ func TestRefusalsAndErrors(t *testing.T) {
 	// And the server still serves.
 	if _, err := client.NewAPI(n.Base, "").Do(ctx, "GET", "/healthz", nil, nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestHandshakeDeadline: a connection that neither logs in nor resumes within the deadline is
+// closed with 4408, whether it stays silent or keeps sending; one that signed in in time
+// outlives the deadline.
+func TestHandshakeDeadline(t *testing.T) {
+	n := startNode(t, map[string]string{"SESSIOND_HANDSHAKE_TIMEOUT": "2s"})
+	ctx := ctxT(t)
+	name, _ := account(t, n, "handshake", "pw")
+	// Opened in this order, so the server started their deadlines in this order too.
+	signed := dial(t, n, cheap)
+	if _, err := signed.Login(ctx, name, "pw", ""); err != nil {
+		t.Fatal(err)
+	}
+	busy := dial(t, n, cheap)
+	idle := dial(t, n, cheap)
+
+	waitClosed(t, idle, 4408)
+	// Idle's deadline has passed, so the earlier ones have too. Busy keeps sending, well
+	// under the message rate limit.
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for done := false; !done; {
+		select {
+		case <-busy.Done():
+			done = true
+		case <-ctx.Done():
+			t.Fatal("a signed-out connection that keeps sending outlived the deadline")
+		case <-tick.C:
+			_, _ = busy.Call(ctx, "ping", nil)
+		}
+	}
+	if got := busy.CloseCode(); got != 4408 {
+		t.Fatalf("busy signed-out connection closed with %d, want 4408", got)
+	}
+	if _, err := signed.Sessions(ctx); err != nil {
+		t.Fatalf("the signed-in connection after the deadline: %v", err)
 	}
 }
 

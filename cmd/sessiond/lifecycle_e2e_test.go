@@ -207,7 +207,9 @@ func wireT(t *testing.T, s string) time.Time {
 
 func TestLifecycleRotationAndReuse(t *testing.T) {
 	t.Parallel()
-	const grace = 2 * time.Second
+	// Long enough that the six steps inside it cannot outlast it on a loaded machine; the test
+	// runs in parallel with the others, so the wait for its end costs little.
+	const grace = 10 * time.Second
 	n := startNode(t, map[string]string{"SESSIOND_ROTATION_GRACE": grace.String()})
 	ctx := ctxT(t)
 	name, _ := account(t, n, "rotate", "pw-rotate")
@@ -245,6 +247,9 @@ func TestLifecycleRotationAndReuse(t *testing.T) {
 		t.Fatalf("HTTP refresh = %s", hr.Body)
 	}
 	tokenWorks(t, n, "token of the HTTP refresh", t3, s.ID)
+	if took := time.Since(rotatedAt); took >= grace {
+		t.Fatalf("the steps inside the grace took %s, longer than the %s grace: nothing above proves the grace", took, grace)
+	}
 
 	// After the grace of the first rotation, the first token is a reuse: the whole session is
 	// revoked. The clock has to pass the grace: there is nothing to wait on but time.
@@ -602,11 +607,14 @@ func nextLifecycle(t *testing.T, rec <-chan stamped, timeout time.Duration) (sta
 
 // onTime checks that an event due at due arrived no earlier than due-100ms and no later than
 // due+2s, and logs the offset.
+// onTime checks a notice's arrival against its due time. Early is a defect whatever the load
+// (100 ms covers the millisecond truncation of wire times); late is bounded generously, since a
+// loaded machine delays timers and reads: the figure is logged, and BENCHMARKS.md measures it.
 func onTime(t *testing.T, what string, at, due time.Time) {
 	t.Helper()
 	off := at.Sub(due)
 	t.Logf("%s: arrived %+dms from its due time", what, off.Milliseconds())
-	if off < -100*time.Millisecond || off > 2*time.Second {
+	if off < -100*time.Millisecond || off > 4*time.Second {
 		t.Errorf("%s arrived %s from its due time %s", what, off, due.Format(time.RFC3339Nano))
 	}
 }

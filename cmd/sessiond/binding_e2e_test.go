@@ -4,7 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
-	"strings"
+	"slices"
 	"testing"
 	"time"
 
@@ -35,7 +35,8 @@ func TestFingerprint(t *testing.T) {
 	if _, _, err := phone.Register(ctx, name, "pw"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := phone.Login(ctx, name, "pw", "phone"); err != nil {
+	ph, err := phone.Login(ctx, name, "pw", "phone")
+	if err != nil {
 		t.Fatal(err)
 	}
 	laptop := dial(t, n, client.Options{KSF: client.KSFCheap, Header: withUA(chromeUA)})
@@ -43,6 +44,9 @@ func TestFingerprint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Drain the phone's notices up to the list with the laptop: its own login's list (the
+	// phone alone) must not pass for the one after the laptop's revocation.
+	waitChanged(t, phone, "phone after the laptop's login", ph.Session.ID, exactly(ph.Session.ID, res.Session.ID))
 	api := client.NewAPI(n.Base, res.Session.Token)
 	if r, _ := api.Do(ctx, "GET", "/api/v1/session", nil, withUA(chromeUA)); r.Status != 200 {
 		t.Fatalf("same browser: %d %s", r.Status, r.Body)
@@ -63,13 +67,32 @@ func TestFingerprint(t *testing.T) {
 		t.Fatalf("laptop: %v", err)
 	}
 	waitClosed(t, laptop, 4403)
-	if _, err := phone.WaitNotice(ctx, "notice.sessions_changed"); err != nil {
-		t.Fatalf("phone not told: %v", err)
-	}
-	// Both mismatches are in the user's activity.
+	// The phone is told by a device list without the laptop.
+	waitChanged(t, phone, "phone after the laptop's revocation", ph.Session.ID, exactly(ph.Session.ID))
+	// Each mismatch is its own event of the laptop's session: the network one logged only,
+	// the browser one with the revocation.
 	acts, err := phone.Call(ctx, "activity.list", nil)
-	if err != nil || strings.Count(string(acts.Raw), "fingerprint_mismatch") < 2 {
-		t.Fatalf("activity: %v %s", err, acts.Raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var al struct {
+		Events []struct {
+			Kind      string `json:"kind"`
+			Reason    string `json:"reason"`
+			SessionID string `json:"session_id"`
+		} `json:"events"`
+	}
+	if err := acts.Decode(&al); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range al.Events {
+		if e.Kind == "fingerprint_mismatch" && e.SessionID == res.Session.ID {
+			got = append(got, e.Reason)
+		}
+	}
+	if !slices.Contains(got, "network") || !slices.Contains(got, "user_agent (revoked)") || len(got) != 2 {
+		t.Fatalf("the laptop's fingerprint_mismatch events have reasons %q, want network and user_agent (revoked): %s", got, acts.Raw)
 	}
 
 	// With the network policy at revoke, another prefix ends the session.
@@ -89,6 +112,11 @@ func TestFingerprint(t *testing.T) {
 	api2.HTTP = httpFrom("127.0.1.1")
 	if _, err := api2.Session(ctx); !client.IsCode(err, "session_invalid") {
 		t.Fatalf("other network under revoke: %v", err)
+	}
+	// The session ended: the token is refused from its original address too.
+	api2.HTTP = nil
+	if _, err := api2.Session(ctx); !client.IsCode(err, "session_invalid") {
+		t.Fatalf("the original address after the network revocation: %v", err)
 	}
 }
 

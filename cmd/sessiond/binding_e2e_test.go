@@ -165,20 +165,30 @@ func TestProofOfPossession(t *testing.T) {
 	if r := send("GET", "/api/v1/session", nil, captured); r.Status != 200 {
 		t.Fatalf("first use of a proof: %d %s", r.Status, r.Body)
 	}
-	if r := send("GET", "/api/v1/session", nil, captured); r.Status != 401 || !client.IsCode(r.Err(), "proof_invalid") {
-		t.Fatalf("replayed proof: %d %s", r.Status, r.Body)
+	refused := func(what string, r client.Response) {
+		t.Helper()
+		if r.Status != 401 || !client.IsCode(r.Err(), "proof_invalid") {
+			t.Fatalf("%s: %d %s, want 401 proof_invalid", what, r.Status, r.Body)
+		}
 	}
-	if r := send("GET", "/api/v1/sessions", nil, session.SignProof(res.PoPKey, "GET", "/api/v1/session", now+1, nil)); r.Status != 401 {
-		t.Fatalf("proof for another path: %d", r.Status)
+	refused("replayed proof", send("GET", "/api/v1/session", nil, captured))
+	refused("proof for another path", send("GET", "/api/v1/sessions", nil, session.SignProof(res.PoPKey, "GET", "/api/v1/session", now+1, nil)))
+	refused("proof for another body", send("PUT", "/api/v1/vault", []byte("evil"), session.SignProof(res.PoPKey, "PUT", "/api/v1/vault", now+2, []byte("good"))))
+	refused("stale proof", send("GET", "/api/v1/session", nil, session.SignProof(res.PoPKey, "GET", "/api/v1/session", now-int64(time.Minute/time.Millisecond), nil)))
+	refused("proof under another key", send("GET", "/api/v1/session", nil, session.SignProof(make([]byte, 32), "GET", "/api/v1/session", now+3, nil)))
+	// The proof-less request, the replay and the bad proofs ended nothing: the session works.
+	if _, err := good.Session(ctx); err != nil {
+		t.Fatalf("the session after refused proofs: %v", err)
 	}
-	if r := send("PUT", "/api/v1/vault", []byte("evil"), session.SignProof(res.PoPKey, "PUT", "/api/v1/vault", now+2, []byte("good"))); r.Status != 401 {
-		t.Fatalf("proof for another body: %d", r.Status)
+	// A captured resume proof works once.
+	resume := session.SignProof(res.PoPKey, "RESUME", "/ws", now-5000, []byte(res.Session.Token)) // unlike any a client signs now
+	first := dial(t, n, cheap)
+	if _, err := first.Call(ctx, "session.resume", map[string]any{"token": res.Session.Token, "proof": resume}); err != nil {
+		t.Fatalf("first use of a resume proof: %v", err)
 	}
-	if r := send("GET", "/api/v1/session", nil, session.SignProof(res.PoPKey, "GET", "/api/v1/session", now-int64(time.Minute/time.Millisecond), nil)); r.Status != 401 {
-		t.Fatalf("stale proof: %d", r.Status)
-	}
-	if r := send("GET", "/api/v1/session", nil, session.SignProof(make([]byte, 32), "GET", "/api/v1/session", now+3, nil)); r.Status != 401 {
-		t.Fatalf("proof under another key: %d", r.Status)
+	replay := dial(t, n, cheap)
+	if _, err := replay.Call(ctx, "session.resume", map[string]any{"token": res.Session.Token, "proof": resume}); !client.IsCode(err, "proof_invalid") {
+		t.Fatalf("replayed resume proof: %v", err)
 	}
 	// Resume: token only is refused and the connection stays usable; with the proof it works.
 	c2 := dial(t, n, cheap)
@@ -200,6 +210,43 @@ func TestProofOfPossession(t *testing.T) {
 		t.Fatalf("rotated token with proof: %v", err)
 	}
 	_ = context.Background
+}
+
+// TestProofReplayAcrossNodes: a proof used on one node is a replay on the other (the seen-proof
+// record is shared through Redis), over HTTP and on session.resume.
+func TestProofReplayAcrossNodes(t *testing.T) {
+	c := startCluster(t, map[string]string{"SESSIOND_PROOF_OF_POSSESSION": "true"})
+	ctx := ctxT(t)
+	name := uniqueName("pop-nodes")
+	a := dialBase(t, c.n1.Base)
+	if _, _, err := a.Register(ctx, name, "pw"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.Login(ctx, name, "pw", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMilli()
+	proof := session.SignProof(res.PoPKey, "GET", "/api/v1/session", now, nil)
+	h := http.Header{"Sessiond-PoP": {proof}}
+	r1, err := client.NewAPI(c.n1.Base, res.Session.Token).Do(ctx, "GET", "/api/v1/session", nil, h)
+	if err != nil || r1.Status != 200 {
+		t.Fatalf("first use on node 1: %v %d %s", err, r1.Status, r1.Body)
+	}
+	r2, err := client.NewAPI(c.n2.Base, res.Session.Token).Do(ctx, "GET", "/api/v1/session", nil, h)
+	if err != nil || r2.Status != 401 || !client.IsCode(r2.Err(), "proof_invalid") {
+		t.Fatalf("replay on node 2: %v %d %s, want 401 proof_invalid", err, r2.Status, r2.Body)
+	}
+
+	resume := session.SignProof(res.PoPKey, "RESUME", "/ws", now+1, []byte(res.Session.Token))
+	on1 := dialBase(t, c.n1.Base)
+	if _, err := on1.Call(ctx, "session.resume", map[string]any{"token": res.Session.Token, "proof": resume}); err != nil {
+		t.Fatalf("resume on node 1: %v", err)
+	}
+	on2 := dialBase(t, c.n2.Base)
+	if _, err := on2.Call(ctx, "session.resume", map[string]any{"token": res.Session.Token, "proof": resume}); !client.IsCode(err, "proof_invalid") {
+		t.Fatalf("replayed resume proof on node 2: %v", err)
+	}
 }
 
 // TestPasswordChangeNeedsFreshAuth: a stolen token (a resumed connection) cannot change the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"net/http"
 	"os"
@@ -41,15 +42,17 @@ func ctxT(t *testing.T) context.Context {
 }
 
 // TestCoreSQLite and TestCorePostgres run the same end-to-end flow on both stores.
+// Proof of possession is on, so that the proof key (derived from the OPAQUE session key and
+// kept in the sealed device record) is among the secrets searched for.
 func TestCoreSQLite(t *testing.T) {
-	n := startNode(t, nil)
+	n := startNode(t, map[string]string{"SESSIOND_PROOF_OF_POSSESSION": "true"})
 	coreFlow(t, n)
 	assertNoSecretsInFiles(t, n)
 }
 
 func TestCorePostgres(t *testing.T) {
 	dbURL := postgresURL(t)
-	n := startNode(t, map[string]string{"SESSIOND_DATABASE_URL": dbURL})
+	n := startNode(t, map[string]string{"SESSIOND_DATABASE_URL": dbURL, "SESSIOND_PROOF_OF_POSSESSION": "true"})
 	coreFlow(t, n)
 	assertNoSecretsInPostgres(t, n, dbURL)
 }
@@ -58,6 +61,7 @@ func TestCorePostgres(t *testing.T) {
 type secrets struct {
 	tokens   []string
 	raw      [][]byte // token bytes, OPAQUE messages
+	keys     [][]byte // proof-of-possession, session and export keys
 	metadata []string // device label, user agent
 	password string
 }
@@ -87,6 +91,10 @@ func coreFlow(t *testing.T, n *node) {
 	}
 	s := res.Session
 	lastSecrets.tokens = append(lastSecrets.tokens, s.Token)
+	lastSecrets.keys = append(lastSecrets.keys, res.PoPKey, res.SessionKey, res.ExportKey)
+	if !s.PoP || len(res.PoPKey) != 32 {
+		t.Fatalf("the session does not require proofs: %+v", s)
+	}
 	if !strings.HasPrefix(s.Token, "sdt_") || len(s.Token) < 4+43 {
 		t.Fatalf("token %q lacks the prefix or 256 bits", s.Token[:6])
 	}
@@ -100,7 +108,7 @@ func coreFlow(t *testing.T, n *node) {
 	}
 
 	// The token works over HTTP.
-	api := client.NewAPI(n.Base, s.Token)
+	api := client.NewAPI(n.Base, s.Token).WithProof(res.PoPKey)
 	got, err := api.Session(ctx)
 	if err != nil {
 		t.Fatalf("GET /api/v1/session: %v", err)
@@ -116,6 +124,7 @@ func coreFlow(t *testing.T, n *node) {
 		t.Fatalf("second login: %v", err)
 	}
 	lastSecrets.tokens = append(lastSecrets.tokens, res2.Session.Token)
+	lastSecrets.keys = append(lastSecrets.keys, res2.PoPKey, res2.SessionKey, res2.ExportKey)
 	if res2.Session.ID == s.ID || res2.Session.Token == s.Token {
 		t.Fatal("a new login reused a session id or token")
 	}
@@ -125,7 +134,7 @@ func coreFlow(t *testing.T, n *node) {
 
 	// Resume on a new connection with the token.
 	c3 := dial(t, n, cheap)
-	rs, err := c3.Resume(ctx, s.Token)
+	rs, err := c3.ResumeWithProof(ctx, s.Token, res.PoPKey)
 	if err != nil || rs.ID != s.ID || rs.Token != "" {
 		t.Fatalf("resume: %+v %v", rs, err)
 	}
@@ -229,6 +238,16 @@ func assertNoSecretsIn(t *testing.T, where string, data []byte, metadataAllowed 
 	for _, r := range lastSecrets.raw {
 		if bytes.Contains(data, r) || bytes.Contains(data, []byte(base64.RawURLEncoding.EncodeToString(r))) {
 			t.Errorf("%s contains an OPAQUE message", where)
+		}
+	}
+	for _, k := range lastSecrets.keys {
+		if len(k) == 0 {
+			continue
+		}
+		for _, enc := range [][]byte{k, []byte(base64.RawURLEncoding.EncodeToString(k)), []byte(base64.StdEncoding.EncodeToString(k)), []byte(hex.EncodeToString(k))} {
+			if bytes.Contains(data, enc) {
+				t.Errorf("%s contains a proof-of-possession, session or export key", where)
+			}
 		}
 	}
 	if bytes.Contains(data, []byte(lastSecrets.password)) {

@@ -41,8 +41,12 @@ type Config struct {
 	// (nil: in process; give one over Redis to share the budget between nodes).
 	Limits  Limits
 	Counter Counter
-	// TrustedProxies are the networks whose Forwarded / X-Forwarded-* headers are believed.
+	// TrustedProxies are the networks whose forwarding header (ProxyHeader) is believed.
 	TrustedProxies []netip.Prefix
+	// ProxyHeader is the one header the trusted proxies set the client's address in:
+	// ProxyHeaderXForwardedFor (the default when empty), ProxyHeaderForwarded or
+	// ProxyHeaderXRealIP. The others are ignored, whoever sends them.
+	ProxyHeader string
 	// AllowInsecure lets tokens be issued over plain HTTP (a loopback listener, or
 	// SESSIOND_INSECURE_HTTP). Otherwise only TLS, direct or via a trusted proxy, gets tokens.
 	AllowInsecure bool

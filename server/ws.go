@@ -103,7 +103,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ip := s.clientIP(r)
-	if !s.connsPerAddr.acquire(ip, s.limits.ConnectionsPerAddr) {
+	if !s.connsPerAddr.acquire(limitKey(ip), s.limits.ConnectionsPerAddr) {
 		s.metrics.rateLimited.WithLabelValues("connections_per_address").Inc()
 		s.httpError(w, r, newWireError(CodeRateLimited, http.StatusTooManyRequests, "too many connections from this address"))
 		return
@@ -114,7 +114,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		CompressionMode:    websocket.CompressionDisabled,
 	})
 	if err != nil {
-		s.connsPerAddr.release(ip)
+		s.connsPerAddr.release(limitKey(ip))
 		return // Accept has answered the request
 	}
 	ws.SetReadLimit(MaxMessageBytes)
@@ -126,7 +126,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if !s.track(c) {
 		ws.Close(websocket.StatusGoingAway, "server shutting down")
 		cancel()
-		s.connsPerAddr.release(ip)
+		s.connsPerAddr.release(limitKey(ip))
 		return
 	}
 	// The connection outlives this handler: the hijacked socket is the WebSocket's now, and
@@ -138,7 +138,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 // serve runs the connection: its reader, and a writer while there is something to write.
 func (c *conn) serve() {
 	s := c.srv
-	defer s.connsPerAddr.release(c.ip)
+	defer s.connsPerAddr.release(limitKey(c.ip))
 	defer s.untrack(c)
 	handshake := time.AfterFunc(s.cfg.HandshakeTimeout, func() {
 		c.mu.Lock()
@@ -390,7 +390,7 @@ func (c *conn) handleUnauthenticated(ctx context.Context, in Inbound) {
 	}
 	switch in.Type {
 	case "register.start":
-		if c.srv.limited(ctx, "registrations_per_address", "reg-addr:"+c.ip, c.srv.limits.RegistrationsPerAddr) {
+		if c.srv.limited(ctx, "registrations_per_address", "reg-addr:"+limitKey(c.ip), c.srv.limits.RegistrationsPerAddr) {
 			c.replyErr(in.ID, ErrRateLimited)
 			return
 		}
@@ -448,7 +448,7 @@ func (c *conn) handleUnauthenticated(ctx context.Context, in Inbound) {
 			c.replyErr(in.ID, newWireError(CodeBadRequest, http.StatusBadRequest, "device label is longer than 128 characters"))
 			return
 		}
-		if c.srv.limited(ctx, "logins_per_address", "login-addr:"+c.ip, c.srv.limits.LoginsPerAddress) {
+		if c.srv.limited(ctx, "logins_per_address", "login-addr:"+limitKey(c.ip), c.srv.limits.LoginsPerAddress) {
 			c.replyErr(in.ID, ErrRateLimited)
 			return
 		}

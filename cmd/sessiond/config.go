@@ -36,6 +36,7 @@ type config struct {
 	ProofRequired    bool
 	TLSCert, TLSKey  string
 	TrustedProxies   []netip.Prefix
+	ProxyHeader      string
 	InsecureHTTP     bool
 	Limits           server.Limits
 	Policy           session.Policy
@@ -129,9 +130,17 @@ func (c *config) settings() []setting {
 			c.ProofRequired = b
 			return nil
 		}},
+		{"proxy-header", "SESSIOND_PROXY_HEADER", server.ProxyHeaderXForwardedFor, "the one header trusted proxies set the client address in: x-forwarded-for, forwarded or x-real-ip", func(v string) error {
+			v = strings.ToLower(strings.TrimSpace(v))
+			if !server.ValidProxyHeader(v) {
+				return fmt.Errorf("%q is not x-forwarded-for, forwarded or x-real-ip", v)
+			}
+			c.ProxyHeader = v
+			return nil
+		}},
 		{"tls-cert", "SESSIOND_TLS_CERT", "", "PEM certificate (chain): serve HTTPS/WSS directly", stringSetter(&c.TLSCert)},
 		{"tls-key", "SESSIOND_TLS_KEY", "", "PEM private key of the certificate", stringSetter(&c.TLSKey)},
-		{"trusted-proxies", "SESSIOND_TRUSTED_PROXIES", "", "comma-separated CIDRs (or addresses) whose Forwarded/X-Forwarded-* headers are believed", func(v string) error {
+		{"trusted-proxies", "SESSIOND_TRUSTED_PROXIES", "", "comma-separated CIDRs (or addresses) whose forwarding header (SESSIOND_PROXY_HEADER) is believed", func(v string) error {
 			c.TrustedProxies = nil
 			for _, f := range strings.Split(v, ",") {
 				if f = strings.TrimSpace(f); f == "" {

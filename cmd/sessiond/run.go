@@ -237,7 +237,7 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(stri
 		Manager: mgr, Hub: h, Logger: log, AllowedOrigins: cfg.AllowedOrigins,
 		HandshakeTimeout: cfg.HandshakeTimeout, Ready: st.Ping, Web: web.Static(),
 		Metrics: metrics, MetricsElsewhere: cfg.MetricsAddr != "", Limits: cfg.Limits, Counter: counter,
-		TrustedProxies: cfg.TrustedProxies, AllowInsecure: allowInsecure,
+		TrustedProxies: cfg.TrustedProxies, ProxyHeader: cfg.ProxyHeader, AllowInsecure: allowInsecure,
 	})
 	if err != nil {
 		ln.Close()

@@ -11,7 +11,8 @@ import (
 // 100 logins and 100 registrations a minute with room to spare.
 type Limits struct {
 	Window               time.Duration // counting window of the login limits (default 1m)
-	LoginFailuresPerUser int           // failed or abandoned logins per username per window (default 10)
+	LoginFailuresPerUser int           // failed or abandoned logins and re-authentications per username and client address per window (default 10)
+	LoginCeilingPerUser  int           // the same per username from all addresses together, halved for an hour by every window that reaches it (default 100)
 	LoginsPerAddress     int           // login.start per client address per window (default 200)
 	RegistrationsPerAddr int           // register.start per client address per window (default 200)
 	MessagesPerSecond    float64       // sustained client messages per connection (default 50)
@@ -25,6 +26,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.LoginFailuresPerUser == 0 {
 		l.LoginFailuresPerUser = 10
+	}
+	if l.LoginCeilingPerUser == 0 {
+		l.LoginCeilingPerUser = 10 * l.LoginFailuresPerUser
 	}
 	if l.LoginsPerAddress == 0 {
 		l.LoginsPerAddress = 200

@@ -72,7 +72,7 @@ type conn struct {
 	recentCred     int64          // the credential version that proof was for
 	reauth         *session.Login // a re-authentication in progress
 	pendingLabel   string
-	loginKey       string // the username's rate-limit key of the login in progress
+	loginBudget    loginBudget // what the login or re-authentication in progress spent
 	timer          *time.Timer
 	promptedIdle   time.Time
 	promptedReauth bool
@@ -455,10 +455,10 @@ func (c *conn) handleUnauthenticated(ctx context.Context, in Inbound) {
 		// Every login.start counts against the username until a login.finish succeeds: wrong
 		// passwords and abandoned attempts (a client that cannot open its envelope just stops)
 		// alike.
-		userKey := ""
+		var budget loginBudget
 		if name, err := session.NormalizeUsername(in.Username); err == nil {
-			userKey = c.srv.userLimitKey(name)
-			if c.srv.limited(ctx, "login_failures_per_user", userKey, c.srv.limits.LoginFailuresPerUser) {
+			budget = c.srv.loginBudgetFor(name, c.ip)
+			if c.srv.spend(ctx, budget) {
 				c.replyErr(in.ID, ErrRateLimited)
 				return
 			}
@@ -468,11 +468,11 @@ func (c *conn) handleUnauthenticated(ctx context.Context, in Inbound) {
 		c.login = nil // a new login.start restarts the login, even a failed one
 		if err == nil {
 			c.login = l
-			c.loginKey = userKey
+			c.loginBudget = budget
 		}
 		c.mu.Unlock()
 		if err != nil {
-			c.refundLoginAttempt(err, userKey)
+			c.srv.refundIfUnavailable(ctx, budget, err)
 			c.replyErr(in.ID, err)
 			return
 		}
@@ -483,7 +483,7 @@ func (c *conn) handleUnauthenticated(ctx context.Context, in Inbound) {
 		l := c.login
 		c.login = nil
 		label := c.pendingLabel
-		userKey := c.loginKey
+		budget := c.loginBudget
 		c.mu.Unlock()
 		if l == nil {
 			c.replyErr(in.ID, outOfOrder("login.finish must follow login.start"))
@@ -496,13 +496,11 @@ func (c *conn) handleUnauthenticated(ctx context.Context, in Inbound) {
 		}
 		info, token, err := m.LoginFinish(ctx, l, ke3, session.DeviceInfo{Label: label, IP: c.ip, UserAgent: c.userAgent})
 		if err != nil {
-			c.refundLoginAttempt(err, userKey)
+			c.srv.refundIfUnavailable(ctx, budget, err)
 			c.replyErr(in.ID, err)
 			return
 		}
-		if userKey != "" {
-			_, _ = c.srv.counter.Add(ctx, userKey, -1, c.srv.limits.Window)
-		}
+		c.srv.refund(ctx, budget)
 		s, err := m.Check(ctx, info.ID)
 		if errors.Is(err, session.ErrUnavailable) {
 			// The session is stored and its token minted; only the re-read failed. Answering
@@ -543,16 +541,6 @@ func (c *conn) handleUnauthenticated(ctx context.Context, in Inbound) {
 		s = m.Touch(s)
 		c.authenticate(s)
 		c.reply(in.ID, "session.ok", map[string]any{"session": sessionObject(m.Info(s), "")})
-	}
-}
-
-// refundLoginAttempt takes back the count a login.start put on the username when the attempt
-// failed for want of the store: an outage is not a password guess (no challenge was answered,
-// or the password was right), and users retrying through one must not find themselves rate
-// limited once it is over.
-func (c *conn) refundLoginAttempt(err error, userKey string) {
-	if userKey != "" && errors.Is(err, session.ErrUnavailable) {
-		_, _ = c.srv.counter.Add(context.WithoutCancel(c.ctx), userKey, -1, c.srv.limits.Window)
 	}
 }
 
@@ -666,22 +654,31 @@ func (c *conn) handleAuthenticated(ctx context.Context, in Inbound) {
 			c.replyErr(in.ID, err)
 			return
 		}
-		if c.srv.limited(ctx, "login_failures_per_user", "reauth:"+c.srv.mgr.Keys().LogID(s.UserID), c.srv.limits.LoginFailuresPerUser) {
+		// The same budget as a login of the user from this address: a stolen token is no
+		// extra guessing channel.
+		name, err := m.Username(ctx, s.UserID)
+		if err != nil {
+			c.replyErr(in.ID, err)
+			return
+		}
+		budget := c.srv.loginBudgetFor(name, c.ip)
+		if c.srv.spend(ctx, budget) {
 			c.replyErr(in.ID, ErrRateLimited)
 			return
 		}
 		ke2, l, err := m.ReauthStart(ctx, s, ke1)
 		c.mu.Lock()
-		c.reauth = l
+		c.reauth, c.loginBudget = l, budget
 		c.mu.Unlock()
 		if err != nil {
+			c.srv.refundIfUnavailable(ctx, budget, err)
 			c.replyErr(in.ID, err)
 			return
 		}
 		c.reply(in.ID, "reauth.challenge", map[string]string{"ke2": session.EncodeB64(ke2)})
 	case "reauth.finish":
 		c.mu.Lock()
-		l := c.reauth
+		l, budget := c.reauth, c.loginBudget
 		c.reauth = nil
 		c.mu.Unlock()
 		if l == nil {
@@ -694,10 +691,11 @@ func (c *conn) handleAuthenticated(ctx context.Context, in Inbound) {
 			return
 		}
 		if err := m.ReauthFinish(ctx, l, ke3); err != nil {
+			c.srv.refundIfUnavailable(ctx, budget, err)
 			c.replyErr(in.ID, err)
 			return
 		}
-		_, _ = c.srv.counter.Add(ctx, "reauth:"+c.srv.mgr.Keys().LogID(s.UserID), -1, c.srv.limits.Window)
+		c.srv.refund(ctx, budget)
 		c.mu.Lock()
 		c.recentAuth, c.recentCred = m.Now(), l.CredVersion()
 		c.mu.Unlock()

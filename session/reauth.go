@@ -15,6 +15,16 @@ const ReauthWindow = 10 * time.Minute
 // ErrReauthRequired asks the client to prove the password again before a sensitive change.
 var ErrReauthRequired = errors.New("session: re-authentication required")
 
+// Username returns the normalised username of a user (for the login limits a re-authentication
+// shares with logins). A deleted user is ErrInvalid: the session is as good as over.
+func (m *Manager) Username(ctx context.Context, userID string) (string, error) {
+	u, err := m.store.UserByID(ctx, userID)
+	if errors.Is(err, ErrNotFound) {
+		return "", fmt.Errorf("%w: the account no longer exists", ErrInvalid)
+	}
+	return u.Username, err
+}
+
 // ReauthStart begins an OPAQUE login for the caller's own user on a signed-in connection.
 func (m *Manager) ReauthStart(ctx context.Context, caller Session, ke1 []byte) ([]byte, *Login, error) {
 	u, err := m.store.UserByID(ctx, caller.UserID)

@@ -283,6 +283,14 @@ func TestLimitPerAddress(t *testing.T) {
 	if _, err := c.Login(ctx, uniqueName("ghost"), "pw", ""); !client.IsCode(err, "rate_limited") {
 		t.Fatalf("7th login (unknown user): %v, want rate_limited", err)
 	}
+	// Another address has budgets of its own: the limits are per address, not global.
+	other := dial(t, n, client.Options{KSF: client.KSFCheap, HTTPClient: httpFrom("127.0.0.2")})
+	if _, _, err := other.Register(ctx, uniqueName("addr"), "pw"); err != nil {
+		t.Fatalf("registration from 127.0.0.2 while 127.0.0.1 is limited: %v", err)
+	}
+	if _, err := other.Login(ctx, names[0], "pw", ""); err != nil {
+		t.Fatalf("login from 127.0.0.2 while 127.0.0.1 is limited: %v", err)
+	}
 	m := secMetrics(t, n.Base)
 	for _, l := range []string{"logins_per_address", "registrations_per_address"} {
 		if v, _ := secSeries(m, "sessiond_rate_limited_total", `limit="`+l+`"`); v < 2 {
@@ -443,6 +451,12 @@ func TestLimitConnectionsPerAddress(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusTooManyRequests || !bytes.Contains(body, []byte(`"rate_limited"`)) {
 		t.Fatalf("GET /ws over the limit: HTTP %d %s", resp.StatusCode, body)
+	}
+	// Another address is not: the count is per address, not global.
+	if c, err := client.Dial(ctx, n.Base, client.Options{KSF: client.KSFCheap, HTTPClient: httpFrom("127.0.0.2")}); err != nil {
+		t.Fatalf("a connection from 127.0.0.2 while 127.0.0.1 is at its limit: %v", err)
+	} else {
+		c.Close()
 	}
 	// Plain HTTP is not limited by it.
 	if r, _ := secGet(t, n.Base+"/healthz"); r.StatusCode != http.StatusOK {

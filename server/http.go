@@ -95,6 +95,12 @@ func (s *Server) auth(next http.HandlerFunc) http.Handler {
 			s.httpError(w, r, newWireError(CodeUnauthenticated, http.StatusUnauthorized, "the Authorization header must use the Bearer scheme"))
 			return
 		}
+		ip := s.clientIP(r)
+		if s.badTokens.over(ip, s.limits.BadTokensPerAddr) {
+			s.metrics.rateLimited.WithLabelValues("bad_tokens_per_address").Inc()
+			s.httpError(w, r, ErrRateLimited)
+			return
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), requestDeadline)
 		defer cancel()
 		r = r.WithContext(ctx)
@@ -102,10 +108,13 @@ func (s *Server) auth(next http.HandlerFunc) http.Handler {
 		sess, err := s.mgr.Validate(r.Context(), strings.TrimSpace(token))
 		s.metrics.validation.Observe(time.Since(start).Seconds())
 		if err != nil {
+			if errors.Is(err, session.ErrInvalid) {
+				s.badTokens.add(ip)
+			}
 			s.httpError(w, r, err)
 			return
 		}
-		if err := s.mgr.CheckClient(r.Context(), sess, session.Client{IP: s.clientIP(r), UserAgent: r.UserAgent()}); err != nil {
+		if err := s.mgr.CheckClient(r.Context(), sess, session.Client{IP: ip, UserAgent: r.UserAgent()}); err != nil {
 			s.httpError(w, r, err)
 			return
 		}

@@ -18,6 +18,7 @@ type Limits struct {
 	MessagesPerSecond    float64       // sustained client messages per connection (default 50)
 	MessageBurst         int           // burst above that rate (default 100)
 	ConnectionsPerAddr   int           // concurrent WebSockets per client address (default 2000)
+	BadTokensPerAddr     int           // refused tokens (unknown, ended, malformed) per client address per minute on this node (default 100)
 }
 
 func (l Limits) withDefaults() Limits {
@@ -44,6 +45,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.ConnectionsPerAddr == 0 {
 		l.ConnectionsPerAddr = 2000
+	}
+	if l.BadTokensPerAddr == 0 {
+		l.BadTokensPerAddr = 100
 	}
 	return l
 }
@@ -136,4 +140,23 @@ func over(ctx context.Context, c Counter, key string, max int, window time.Durat
 		return false, err
 	}
 	return n > int64(max), nil
+}
+
+// addrCounter counts events per client address (limit key) in one-minute windows on this node
+// alone: a bound on the store reads that refused tokens cost, checked on every token
+// presentation, so it must cost no network round trip.
+type addrCounter struct {
+	c *MemoryCounter
+}
+
+func newAddrCounter() addrCounter { return addrCounter{c: NewMemoryCounter()} }
+
+// over reports whether ip has used up max in the current window.
+func (a addrCounter) over(ip string, max int) bool {
+	n, _ := a.c.Add(context.Background(), limitKey(ip), 0, time.Minute)
+	return n >= int64(max)
+}
+
+func (a addrCounter) add(ip string) {
+	_, _ = a.c.Add(context.Background(), limitKey(ip), 1, time.Minute)
 }

@@ -64,6 +64,7 @@ type Server struct {
 	limits       Limits
 	counter      Counter
 	connsPerAddr connCounter
+	badTokens    addrCounter
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
@@ -88,7 +89,7 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	s := &Server{cfg: cfg, mgr: cfg.Manager, hub: cfg.Hub, log: cfg.Logger, conns: map[*conn]struct{}{},
-		metrics: cfg.Metrics, limits: cfg.Limits.withDefaults(), counter: cfg.Counter}
+		metrics: cfg.Metrics, limits: cfg.Limits.withDefaults(), counter: cfg.Counter, badTokens: newAddrCounter()}
 	if s.metrics == nil {
 		s.metrics = NewMetrics()
 	}

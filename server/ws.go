@@ -108,6 +108,11 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		s.httpError(w, r, newWireError(CodeRateLimited, http.StatusTooManyRequests, "too many connections from this address"))
 		return
 	}
+	// The HTTP server's read and write deadlines bound requests; a WebSocket lives on after
+	// the upgrade with deadlines of its own (handshake, pings, the write queue).
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Time{})
 	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{
 		Subprotocols:       []string{Subprotocol},
 		InsecureSkipVerify: true, // the Origin was checked above against our own allow-list
@@ -524,8 +529,16 @@ func (c *conn) handleUnauthenticated(ctx context.Context, in Inbound) {
 			c.send(encode("notice.sessions_changed", "", map[string]any{"sessions": deviceList(list, s.ID)}))
 		}
 	case "session.resume":
+		if c.srv.badTokens.over(c.ip, c.srv.limits.BadTokensPerAddr) {
+			c.srv.metrics.rateLimited.WithLabelValues("bad_tokens_per_address").Inc()
+			c.replyErr(in.ID, ErrRateLimited)
+			return
+		}
 		s, err := m.Validate(ctx, in.Token)
 		if err != nil {
+			if errors.Is(err, session.ErrInvalid) {
+				c.srv.badTokens.add(c.ip)
+			}
 			c.replyErr(in.ID, err)
 			return
 		}

@@ -31,6 +31,7 @@ type config struct {
 	LogFormat        string
 	AdminAddr        string
 	MetricsAddr      string
+	HTTPTimeout      time.Duration
 	PprofAddr        string
 	Fingerprint      session.FingerprintPolicy
 	ProofRequired    bool
@@ -173,6 +174,8 @@ func (c *config) settings() []setting {
 		{"rotation-grace", "SESSIOND_ROTATION_GRACE", "30s", "how long a rotated-away token still works", durationSetter(&p.RotationGrace)},
 		{"cache-ttl", "SESSIOND_CACHE_TTL", "5s", "how long a node serves a validation from its cache while the hub is healthy", durationSetter(&p.CacheTTL)},
 		{"login-pending-timeout", "SESSIOND_LOGIN_PENDING_TIMEOUT", "10s", "how long a login.start or reauth.start can be finished", durationSetter(&p.PendingTimeout)},
+		{"http-timeout", "SESSIOND_HTTP_TIMEOUT", "30s", "time to read a whole HTTP request and to write its answer (idle keep-alive: 4x); WebSockets are exempt after the upgrade", durationSetter(&c.HTTPTimeout)},
+		{"bad-tokens-per-address", "SESSIOND_BAD_TOKENS_PER_ADDRESS", "100", "refused tokens per client address per minute (each costs a store read); then 429", intSetter(&c.Limits.BadTokensPerAddr)},
 		{"handshake-timeout", "SESSIOND_HANDSHAKE_TIMEOUT", "30s", "time a connection has to log in or resume", durationSetter(&c.HandshakeTimeout)},
 		{"max-sessions", "SESSIOND_MAX_SESSIONS", "10", "live sessions per user (0: unlimited)", func(v string) error {
 			n, err := strconv.Atoi(v)

@@ -245,7 +245,10 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(stri
 	}
 	srvRef.Store(srv)
 
-	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConfig}
+	// Bounds for plain requests (a slow client cannot hold a connection and a goroutine
+	// forever); WebSockets clear them at the upgrade.
+	httpSrv := &http.Server{Handler: srv, TLSConfig: tlsConfig, ReadHeaderTimeout: min(10*time.Second, cfg.HTTPTimeout),
+		ReadTimeout: cfg.HTTPTimeout, WriteTimeout: cfg.HTTPTimeout, IdleTimeout: 4 * cfg.HTTPTimeout}
 	scheme := "http"
 	if tlsConfig != nil {
 		ln = tls.NewListener(ln, tlsConfig)

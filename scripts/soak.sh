@@ -61,9 +61,10 @@ cleanup() {
 trap cleanup EXIT
 
 bases=()
+metrics=()
 for i in $(seq 1 "$NODES"); do
 	mkdir -p "$OUT/node$i"
-	SESSIOND_ADDR=127.0.0.1:0 SESSIOND_LOG_FORMAT=json SESSIOND_DATA_DIR="$OUT/node$i" \
+	SESSIOND_ADDR=127.0.0.1:0 SESSIOND_METRICS_ADDR=127.0.0.1:0 SESSIOND_LOG_FORMAT=json SESSIOND_DATA_DIR="$OUT/node$i" \
 		SESSIOND_DATABASE_URL="$DB" SESSIOND_REDIS_URL="$REDIS" SESSIOND_REDIS_PREFIX="$PREFIX" \
 		SESSIOND_KEY_FILE="$OUT/keys.json" \
 		SESSIOND_CONNECTIONS_PER_ADDRESS=$((CONNECTIONS + 100)) \
@@ -80,10 +81,12 @@ for i in $(seq 1 "$NODES"); do
 	[ -n "$addr" ] || { echo "soak: node $i did not start" >&2; cat "$OUT/node$i.log" >&2; exit 1; }
 	echo "soak: node $i at http://$addr" >&2
 	bases+=("http://$addr")
+	maddr=$(grep -m1 'metrics listening' "$OUT/node$i.log" | sed -E 's/.*"addr":"([^"]+)".*/\1/')
+	metrics+=("http://$maddr")
 done
 
 status=0
-"$OUT/soak" run -nodes "$(IFS=,; echo "${bases[*]}")" -connections "$CONNECTIONS" -duration "$DURATION" \
+"$OUT/soak" run -nodes "$(IFS=,; echo "${bases[*]}")" -metrics "$(IFS=,; echo "${metrics[*]}")" -connections "$CONNECTIONS" -duration "$DURATION" \
 	-sample "$SAMPLE" -rate "$RATE" -sources "$SOURCES" -csv "$OUT/samples.csv" >"$OUT/summary.json" || status=$?
 cat "$OUT/summary.json"
 echo "soak: samples in $OUT/samples.csv, node logs in $OUT/node*.log" >&2

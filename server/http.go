@@ -39,9 +39,6 @@ func (s *Server) routes() {
 	mux.Handle("GET /api/v1/vault", s.auth(s.handleGetVault))
 	mux.Handle("PUT /api/v1/vault", s.auth(s.handlePutVault))
 	mux.Handle("GET /api/v1/activity", s.auth(s.handleActivity))
-	if !s.cfg.MetricsElsewhere {
-		mux.Handle("GET /metrics", s.metrics.Handler())
-	}
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		s.httpError(w, r, newWireError(CodeNotFound, http.StatusNotFound, "no such API endpoint"))
 	})

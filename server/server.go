@@ -33,10 +33,10 @@ type Config struct {
 	Ready func(ctx context.Context) error
 	// Web is the demo page's file tree, served at /. Nil: no page.
 	Web fs.FS
-	// Metrics are the node's series (nil: a fresh set). Served at /metrics unless
-	// MetricsElsewhere (then the caller serves Metrics.Handler on its own listener).
-	Metrics          *Metrics
-	MetricsElsewhere bool
+	// Metrics are the node's series (nil: a fresh set). The server does not serve them: they
+	// tell registered usernames from unknown ones by their store counters, so they belong on
+	// a management listener (Metrics.Handler), never on the public one.
+	Metrics *Metrics
 	// Limits are the abuse limits (zero fields: defaults); Counter counts the login limits
 	// (nil: in process; give one over Redis to share the budget between nodes).
 	Limits  Limits

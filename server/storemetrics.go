@@ -48,7 +48,13 @@ func (st instrumentedStore) CreateUser(ctx context.Context, u session.User) erro
 // UserByName implements session.Store.
 func (st instrumentedStore) UserByName(ctx context.Context, username string) (session.User, error) {
 	r0, err := st.next.UserByName(ctx, username)
-	st.observe("UserByName", err)
+	// An unknown name is an outcome of a lookup like a known one: counted alike, so that the
+	// series cannot tell registered usernames from others.
+	if errors.Is(err, session.ErrNotFound) {
+		st.observe("UserByName", nil)
+	} else {
+		st.observe("UserByName", err)
+	}
 	return r0, err
 }
 

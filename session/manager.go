@@ -208,6 +208,7 @@ func (m *Manager) RegisterFinish(ctx context.Context, r *Registration, record []
 // reauth.finish). It can be finished for Policy.PendingTimeout after it started.
 type Login struct {
 	user User
+	name string // the normalised username asked for (an unknown user has nothing else)
 	fake bool
 	out  loginOutput
 	at   time.Time // when the start was answered
@@ -239,7 +240,7 @@ func (m *Manager) LoginStart(ctx context.Context, username string, ke1 []byte) (
 		if err != nil {
 			return nil, nil, err
 		}
-		return ke2, &Login{fake: true, out: out, at: m.now()}, nil
+		return ke2, &Login{fake: true, name: name, out: out, at: m.now()}, nil
 	case err != nil:
 		return nil, nil, err
 	}
@@ -268,8 +269,10 @@ func (m *Manager) LoginFinish(ctx context.Context, l *Login, ke3 []byte, dev Dev
 	if err := m.opaque.finish(l.out, ke3); err != nil {
 		if errors.Is(err, ErrAuthFailed) {
 			if l.fake {
-				// No account to show it to; counted and logged without a user id.
-				m.emit(ctx, Event{Kind: EventLoginFailed})
+				// No account to show it to, but recorded all the same, under a pseudonym of the
+				// name: the store sees the same write for a known and an unknown user (no
+				// timing or store-counter difference), and operators can see names probed.
+				m.emit(ctx, Event{Kind: EventLoginFailed, UserID: m.unknownUserID(l.name)})
 			} else {
 				m.emit(ctx, Event{Kind: EventLoginFailed, UserID: l.user.ID})
 			}
@@ -282,6 +285,12 @@ func (m *Manager) LoginFinish(ctx context.Context, l *Login, ke3 []byte, dev Dev
 	}
 	dev.Fingerprint = FingerprintOf(Client{IP: dev.IP, UserAgent: dev.UserAgent})
 	return m.createSession(ctx, l.user, dev, l.out.sessionSecret)
+}
+
+// unknownUserID is the pseudonymous user id under which failed logins of an unknown username
+// are recorded: stable per name, keyed, never a real user's id.
+func (m *Manager) unknownUserID(name string) string {
+	return "unknown:" + m.keys.LogID("username:"+name)
 }
 
 func (m *Manager) createSession(ctx context.Context, u User, dev DeviceInfo, opaqueKey []byte) (Info, string, error) {

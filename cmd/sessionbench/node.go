@@ -55,6 +55,7 @@ type nodeProc struct {
 
 	pprofMu   sync.Mutex
 	pprofAddr string // from the "pprof listening" line when SESSIOND_PPROF_ADDR is set
+	metrics   string // http://127.0.0.1:port of the metrics listener, known before base
 }
 
 // tailBuffer keeps the last bytes a node logged, to show when it fails.
@@ -87,7 +88,8 @@ func startNode(ctx context.Context, bin, name string, env map[string]string) (*n
 		return nil, err
 	}
 	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), "SESSIOND_ADDR=127.0.0.1:0", "SESSIOND_LOG_FORMAT=json", "SESSIOND_DATA_DIR="+dataDir)
+	cmd.Env = append(os.Environ(), "SESSIOND_ADDR=127.0.0.1:0", "SESSIOND_LOG_FORMAT=json", "SESSIOND_DATA_DIR="+dataDir,
+		"SESSIOND_METRICS_ADDR=127.0.0.1:0")
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -109,7 +111,8 @@ func startNode(ctx context.Context, bin, name string, env map[string]string) (*n
 		for sc.Scan() {
 			text := sc.Text()
 			listening, pprof := strings.Contains(text, "sessiond listening"), strings.Contains(text, "pprof listening")
-			if !listening && !pprof {
+			metrics := strings.Contains(text, "metrics listening")
+			if !listening && !pprof && !metrics {
 				continue
 			}
 			var line struct {
@@ -122,6 +125,11 @@ func startNode(ctx context.Context, bin, name string, env map[string]string) (*n
 				n.pprofMu.Lock()
 				n.pprofAddr = line.Addr
 				n.pprofMu.Unlock()
+				continue
+			}
+			if metrics {
+				// Logged before "sessiond listening", so set before base is.
+				n.metrics = "http://" + line.Addr
 				continue
 			}
 			select {
@@ -249,7 +257,7 @@ type metrics map[string]float64
 var scrapeClient = &http.Client{Timeout: 30 * time.Second}
 
 func (n *nodeProc) scrape(ctx context.Context) (metrics, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.base+"/metrics", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.metrics+"/metrics", nil)
 	if err != nil {
 		return nil, err
 	}

@@ -107,7 +107,7 @@ func (c *config) settings() []setting {
 		}},
 		{"key-file", "SESSIOND_KEY_FILE", "", "key file (default: DATA_DIR/keys.json, generated when absent in single-node mode)", stringSetter(&c.KeyFile)},
 		{"admin-addr", "SESSIOND_ADMIN_ADDR", "", "listen address of the admin API (e.g. 127.0.0.1:8081; empty: off)", stringSetter(&c.AdminAddr)},
-		{"metrics-addr", "SESSIOND_METRICS_ADDR", "", "serve /metrics on this address instead of the main listener", stringSetter(&c.MetricsAddr)},
+		{"metrics-addr", "SESSIOND_METRICS_ADDR", "", "serve /metrics on this management address (never on the main listener; unset: not served)", stringSetter(&c.MetricsAddr)},
 		{"pprof-addr", "SESSIOND_PPROF_ADDR", "", "serve net/http/pprof on this address (debugging, load tests; keep it on loopback; empty: off)", stringSetter(&c.PprofAddr)},
 		{"login-limit-per-user", "SESSIOND_LOGIN_LIMIT_PER_USER", "10", "failed or abandoned logins (and re-authentications) per username from one client address per minute", intSetter(&c.Limits.LoginFailuresPerUser)},
 		{"login-ceiling-per-user", "SESSIOND_LOGIN_CEILING_PER_USER", "100", "failed or abandoned logins per username from all addresses per minute; halved for an hour each time it is reached", intSetter(&c.Limits.LoginCeilingPerUser)},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/url"
@@ -19,6 +20,7 @@ import (
 // node is one sessiond started in-process by run, on 127.0.0.1:0.
 type node struct {
 	Base    string
+	Metrics string // base URL of the metrics listener
 	DataDir string
 	Env     map[string]string
 	logs    *syncBuffer
@@ -50,6 +52,7 @@ func startNode(t *testing.T, env map[string]string) *node {
 	n.Env["SESSIOND_ADDR"] = "127.0.0.1:0"
 	n.Env["SESSIOND_DATA_DIR"] = n.DataDir
 	n.Env["SESSIOND_LOG_FORMAT"] = "json"
+	n.Env["SESSIOND_METRICS_ADDR"] = "127.0.0.1:0"
 	for k, v := range env {
 		n.Env[k] = v
 	}
@@ -62,6 +65,7 @@ func startNode(t *testing.T, env map[string]string) *node {
 	select {
 	case a := <-addr:
 		n.Base = "http://" + a
+		n.Metrics = listenLine(n.logs.String(), "metrics listening")
 	case err := <-done:
 		cancel()
 		t.Fatalf("sessiond did not start: %v\n%s", err, n.logs.String())
@@ -132,3 +136,17 @@ func randomHex(n int) string {
 }
 
 func uniqueName(prefix string) string { return fmt.Sprintf("%s-%s", prefix, randomHex(4)) }
+
+// listenLine returns "http://ADDR" from the first JSON log line with this message, or "".
+func listenLine(logs, message string) string {
+	for _, l := range strings.Split(logs, "\n") {
+		var line struct {
+			Addr    string `json:"addr"`
+			Message string `json:"message"`
+		}
+		if json.Unmarshal([]byte(l), &line) == nil && line.Message == message && line.Addr != "" {
+			return "http://" + line.Addr
+		}
+	}
+	return ""
+}

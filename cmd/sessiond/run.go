@@ -236,7 +236,7 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(stri
 	srv, err := server.New(server.Config{
 		Manager: mgr, Hub: h, Logger: log, AllowedOrigins: cfg.AllowedOrigins,
 		HandshakeTimeout: cfg.HandshakeTimeout, Ready: st.Ping, Web: web.Static(),
-		Metrics: metrics, MetricsElsewhere: cfg.MetricsAddr != "", Limits: cfg.Limits, Counter: counter,
+		Metrics: metrics, Limits: cfg.Limits, Counter: counter,
 		TrustedProxies: cfg.TrustedProxies, ProxyHeader: cfg.ProxyHeader, AllowInsecure: allowInsecure,
 	})
 	if err != nil {
@@ -254,14 +254,6 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(stri
 		ln = tls.NewListener(ln, tlsConfig)
 		scheme = "https"
 	}
-	p := mgr.Policy()
-	log.Info().Str("addr", ln.Addr().String()).Str("store", st.kind).Str("hub", hubKind).Str("transport", mode).
-		Str("idle_timeout", p.IdleTimeout.String()).Str("absolute_timeout", p.AbsoluteTimeout.String()).
-		Msg("sessiond listening; demo page at " + scheme + "://" + ln.Addr().String() + "/")
-	if ready != nil {
-		ready(ln.Addr().String())
-	}
-
 	var adminSrv *http.Server
 	if cfg.AdminAddr != "" {
 		aln, err := net.Listen("tcp", cfg.AdminAddr)
@@ -279,6 +271,9 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(stri
 		mln, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
 			ln.Close()
+			if adminSrv != nil {
+				adminSrv.Close()
+			}
 			return fmt.Errorf("SESSIOND_METRICS_ADDR %s: %w", cfg.MetricsAddr, err)
 		}
 		mux := http.NewServeMux()
@@ -286,6 +281,16 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(stri
 		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = metricsSrv.Serve(mln) }()
 		log.Info().Str("addr", mln.Addr().String()).Msg("metrics listening")
+	} else {
+		log.Info().Msg("metrics are not served: set SESSIOND_METRICS_ADDR to a management address")
+	}
+
+	p := mgr.Policy()
+	log.Info().Str("addr", ln.Addr().String()).Str("store", st.kind).Str("hub", hubKind).Str("transport", mode).
+		Str("idle_timeout", p.IdleTimeout.String()).Str("absolute_timeout", p.AbsoluteTimeout.String()).
+		Msg("sessiond listening; demo page at " + scheme + "://" + ln.Addr().String() + "/")
+	if ready != nil {
+		ready(ln.Addr().String())
 	}
 
 	if cfg.PprofAddr != "" {

@@ -224,7 +224,7 @@ func TestThrottleLoginPerUser(t *testing.T) {
 	if _, err := attacker.Login(ctx, bystander, "bystander password", ""); err != nil {
 		t.Fatalf("login of another user from the same address: %v", err)
 	}
-	if v, _ := secSeries(secMetrics(t, n.Base), "sessiond_rate_limited_total", `limit="login_failures_per_user"`); v < 3 {
+	if v, _ := secSeries(secMetrics(t, n.Metrics), "sessiond_rate_limited_total", `limit="login_failures_per_user"`); v < 3 {
 		t.Fatalf("sessiond_rate_limited_total{limit=login_failures_per_user} = %v, want >= 3", v)
 	}
 
@@ -291,7 +291,7 @@ func TestLimitPerAddress(t *testing.T) {
 	if _, err := other.Login(ctx, names[0], "pw", ""); err != nil {
 		t.Fatalf("login from 127.0.0.2 while 127.0.0.1 is limited: %v", err)
 	}
-	m := secMetrics(t, n.Base)
+	m := secMetrics(t, n.Metrics)
 	for _, l := range []string{"logins_per_address", "registrations_per_address"} {
 		if v, _ := secSeries(m, "sessiond_rate_limited_total", `limit="`+l+`"`); v < 2 {
 			t.Fatalf("sessiond_rate_limited_total{limit=%q} = %v, want >= 2", l, v)
@@ -354,7 +354,7 @@ func TestLimitDefaultsAllow100(t *testing.T) {
 	if elapsed >= time.Minute {
 		t.Fatalf("took %s: longer than the limits' window, so this does not show the rate", elapsed)
 	}
-	m := secMetrics(t, n.Base)
+	m := secMetrics(t, n.Metrics)
 	if _, found := secSeries(m, "sessiond_rate_limited_total"); found {
 		t.Fatalf("something was rate limited:\n%s", grepLines(m, "sessiond_rate_limited_total"))
 	}
@@ -425,7 +425,7 @@ func TestLimitMessagesPerConnection(t *testing.T) {
 		}
 	}
 	waitClosed(t, k, 4429)
-	if v, _ := secSeries(secMetrics(t, n.Base), "sessiond_rate_limited_total", `limit="messages_per_connection"`); v < 1 {
+	if v, _ := secSeries(secMetrics(t, n.Metrics), "sessiond_rate_limited_total", `limit="messages_per_connection"`); v < 1 {
 		t.Fatal("sessiond_rate_limited_total{limit=messages_per_connection} not counted")
 	}
 }
@@ -483,7 +483,7 @@ func TestLimitConnectionsPerAddress(t *testing.T) {
 	if _, err := client.Dial(ctx, n.Base, cheap); !errors.As(err, &de) || de.Status != http.StatusTooManyRequests {
 		t.Fatalf("a 4th connection again: %v, want HTTP 429", err)
 	}
-	if v, _ := secSeries(secMetrics(t, n.Base), "sessiond_rate_limited_total", `limit="connections_per_address"`); v < 3 {
+	if v, _ := secSeries(secMetrics(t, n.Metrics), "sessiond_rate_limited_total", `limit="connections_per_address"`); v < 3 {
 		t.Fatalf("sessiond_rate_limited_total{limit=connections_per_address} = %v, want >= 3", v)
 	}
 }
@@ -835,7 +835,7 @@ func TestMetrics(t *testing.T) {
 		_, _ = g.Login(ctx, ghost, "x", "") // the third is rate limited
 	}
 
-	m := secMetrics(t, n.Base)
+	m := secMetrics(t, n.Metrics)
 	series := []struct {
 		name   string
 		labels []string

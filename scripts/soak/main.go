@@ -114,6 +114,7 @@ func cleanup(ctx context.Context, dbURL string) error {
 
 type options struct {
 	nodes       []string
+	metrics     []string // the nodes' metrics listeners, in the same order
 	connections int
 	perUser     int
 	duration    time.Duration
@@ -230,6 +231,7 @@ func codeOf(err error) string {
 func parseOptions(args []string) (options, error) {
 	fs := flag.NewFlagSet("soak run", flag.ExitOnError)
 	nodes := fs.String("nodes", "", "comma-separated base URLs of the nodes")
+	metrics := fs.String("metrics", "", "comma-separated base URLs of the nodes' metrics listeners (SESSIOND_METRICS_ADDR), in the order of -nodes")
 	o := options{}
 	fs.IntVar(&o.connections, "connections", 10000, "signed-in devices to hold")
 	fs.IntVar(&o.perUser, "devices-per-user", 5, "devices per account")
@@ -249,6 +251,14 @@ func parseOptions(args []string) (options, error) {
 	}
 	if len(o.nodes) == 0 {
 		return o, errors.New("-nodes is required")
+	}
+	for _, m := range strings.Split(*metrics, ",") {
+		if m = strings.TrimRight(strings.TrimSpace(m), "/"); m != "" {
+			o.metrics = append(o.metrics, m)
+		}
+	}
+	if len(o.metrics) != len(o.nodes) {
+		return o, errors.New("-metrics must name one metrics listener per node")
 	}
 	if *sources < 1 || *sources > 254 || o.connections < 2 || o.perUser < 2 || o.rate <= 0 {
 		return o, errors.New("need 1 ≤ -sources ≤ 254, -connections ≥ 2, -devices-per-user ≥ 2, -rate > 0")
@@ -297,7 +307,7 @@ func runSoak(ctx context.Context, args []string) error {
 	var samples []sample
 	takeSample := func(phase string) {
 		ops, errs := sum(r.ops.snapshot()), sum(r.errs.snapshot())
-		for i, base := range o.nodes {
+		for i, base := range o.metrics {
 			s, err := scrape(ctx, base)
 			if err != nil {
 				logf("scrape %s: %v", base, err)

@@ -1,22 +1,27 @@
 package session_test
 
-// Timing of the two places where an attacker could learn something from how long the server
-// takes: login.start for a known versus an unknown username (account enumeration) and token
-// validation for tokens that are more or less right (guessing a token piece by piece).
+// Timing of the places where an attacker could learn something from how long the server takes:
+// login.start and a failed login.finish for a known versus an unknown username (account
+// enumeration), and token validation for tokens that are more or less right (guessing a token
+// piece by piece).
 //
 //	go test -run '^$' -bench 'LoginStart|ValidateWrong' -benchtime 2000x -count 5 ./session/
 //	SESSIOND_TIMING=1 go test -v -run TestTimingDistributions ./session/
 //
 // The Paired and Mixed benchmarks and the distributions interleave the kinds they compare, so
 // their figures hold up on a busy machine; the separate benchmarks do not (each kind runs at
-// another moment). Nothing here asserts a timing: machines differ. The figures go to docs/SECURITY.md and
+// another moment). TestTimingKnownVersusUnknown runs always (CI included) and compares the
+// known and unknown distributions statistically, with bounds far from what a leak gives and far
+// from what noise gives; it asserts no latency. The figures go to docs/SECURITY.md and
 // BENCHMARKS.md.
 
 import (
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
@@ -25,6 +30,8 @@ import (
 	"time"
 
 	"github.com/bytemare/opaque"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
 	"github.com/sessiond/sessiond/session"
@@ -47,6 +54,7 @@ type timingRig struct {
 	known   []string
 	unknown []string
 	ke1s    [][]byte
+	ke3s    [][]byte // well-formed KE3s that match no login (a wrong password's)
 
 	token      string   // a valid token (of the first known user)
 	prefix     []string // the token's first half right, the rest random
@@ -56,12 +64,67 @@ type timingRig struct {
 
 func newTimingRig(tb testing.TB) *timingRig {
 	tb.Helper()
-	ctx := context.Background()
-	st, err := store.OpenSQLite(ctx, filepath.Join(tb.TempDir(), "timing.db"))
+	return newTimingRigOn(tb, timingSQLite(tb))
+}
+
+func timingSQLite(tb testing.TB) session.Store {
+	tb.Helper()
+	st, err := store.OpenSQLite(context.Background(), filepath.Join(tb.TempDir(), "timing.db"))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+// timingPostgres is a PostgreSQL store in a fresh schema of TEST_POSTGRES_URL's database, or nil
+// without the variable (outside CI, where it is required).
+func timingPostgres(tb testing.TB) session.Store {
+	tb.Helper()
+	url := os.Getenv("TEST_POSTGRES_URL")
+	if url == "" {
+		if os.Getenv("CI") != "" {
+			tb.Fatal("TEST_POSTGRES_URL must be set in CI")
+		}
+		return nil
+	}
+	ctx := context.Background()
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	schema := "timing_" + hex.EncodeToString(b)
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if c, err := pgx.Connect(context.Background(), url); err == nil {
+			_, _ = c.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+			_ = c.Close(context.Background())
+		}
+	})
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg.ConnConfig.RuntimeParams["search_path"] = schema
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(pool.Close)
+	st, err := store.NewPostgres(ctx, pool)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return st
+}
+
+func newTimingRigOn(tb testing.TB, st session.Store) *timingRig {
+	tb.Helper()
 	m, err := session.NewManager(session.Config{Store: st, Keys: session.GenerateKeys(), Logger: zerolog.Nop()})
 	if err != nil {
 		tb.Fatal(err)
@@ -82,6 +145,9 @@ func newTimingRig(tb testing.TB) *timingRig {
 			tb.Fatal(err)
 		}
 		r.ke1s = append(r.ke1s, ke1.Serialize())
+		ke3 := make([]byte, 64)
+		_, _ = rand.Read(ke3)
+		r.ke3s = append(r.ke3s, ke3)
 	}
 	r.token = timingLogin(tb, m, r.known[0])
 	r.makeWrongTokens(tb)
@@ -167,6 +233,21 @@ func (r *timingRig) makeWrongTokens(tb testing.TB) {
 func (r *timingRig) loginStart(tb testing.TB, name string, i int) {
 	if _, _, err := r.m.LoginStart(context.Background(), name, r.ke1s[i%len(r.ke1s)]); err != nil {
 		tb.Fatal(err)
+	}
+}
+
+// loginFinishFailed runs login.start (not timed: the caller times only the returned finish)
+// and returns the failing login.finish to time.
+func (r *timingRig) loginFinishFailed(tb testing.TB, name string, i int) func() {
+	_, l, err := r.m.LoginStart(context.Background(), name, r.ke1s[i%len(r.ke1s)])
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ke3 := r.ke3s[i%len(r.ke3s)]
+	return func() {
+		if _, _, err := r.m.LoginFinish(context.Background(), l, ke3, session.DeviceInfo{}); !errors.Is(err, session.ErrAuthFailed) {
+			tb.Fatalf("a wrong KE3 did not fail: %v", err)
+		}
 	}
 }
 
@@ -277,39 +358,144 @@ func timeCall(f func()) time.Duration {
 	return time.Since(start)
 }
 
+// timingStores are the stores the timing of logins is compared on: SQLite, and PostgreSQL when
+// TEST_POSTGRES_URL is set (always in CI).
+func timingStores(tb testing.TB) map[string]session.Store {
+	out := map[string]session.Store{"sqlite": timingSQLite(tb)}
+	if pg := timingPostgres(tb); pg != nil {
+		out["postgres"] = pg
+	}
+	return out
+}
+
+// interleave measures each kind n times, in a shuffled order every round, after a warm-up, so
+// that every kind meets the same background noise. run returns the call to time.
+func interleave(n int, kinds []string, run func(kind string, i int) func()) map[string][]time.Duration {
+	rng := mrand.New(mrand.NewPCG(1, 2))
+	for i := 0; i < 50; i++ {
+		for _, k := range kinds {
+			run(k, i)()
+		}
+	}
+	out := map[string][]time.Duration{}
+	order := slices.Clone(kinds)
+	for i := 0; i < n; i++ {
+		rng.Shuffle(len(order), func(a, b int) { order[a], order[b] = order[b], order[a] })
+		for _, k := range order {
+			f := run(k, i)
+			start := time.Now()
+			f()
+			out[k] = append(out[k], time.Since(start))
+		}
+	}
+	return out
+}
+
+// loginKinds runs login.start ("start") or a failed login.finish ("finish") for a known or an
+// unknown user, as interleave wants it.
+func (r *timingRig) loginKinds(tb testing.TB, op string) func(kind string, i int) func() {
+	return func(kind string, i int) func() {
+		name := r.known[i%len(r.known)]
+		if kind == "unknown" {
+			name = r.unknown[i%len(r.unknown)]
+		}
+		if op == "finish" {
+			return r.loginFinishFailed(tb, name, i)
+		}
+		return func() { r.loginStart(tb, name, i) }
+	}
+}
+
+// ksStatistic is the two-sample Kolmogorov–Smirnov statistic D: the largest distance between
+// the two empirical distribution functions (0: the same, 1: disjoint).
+func ksStatistic(a, b []time.Duration) float64 {
+	x, y := slices.Clone(a), slices.Clone(b)
+	slices.Sort(x)
+	slices.Sort(y)
+	var i, j int
+	d := 0.0
+	for i < len(x) && j < len(y) {
+		v := min(x[i], y[j])
+		for i < len(x) && x[i] == v {
+			i++
+		}
+		for j < len(y) && y[j] == v {
+			j++
+		}
+		d = math.Max(d, math.Abs(float64(i)/float64(len(x))-float64(j)/float64(len(y))))
+	}
+	return d
+}
+
+// ksPValue is the asymptotic p-value of D for samples of sizes n and m.
+func ksPValue(d float64, n, m int) float64 {
+	en := math.Sqrt(float64(n*m) / float64(n+m))
+	lambda := (en + 0.12 + 0.11/en) * d
+	p := 0.0
+	for k := 1; k <= 100; k++ {
+		term := 2 * math.Pow(-1, float64(k-1)) * math.Exp(-2*float64(k*k)*lambda*lambda)
+		p += term
+		if math.Abs(term) < 1e-10 {
+			break
+		}
+	}
+	return math.Min(math.Max(p, 0), 1)
+}
+
+// superiority is P(a > b) + P(a = b)/2 over all pairs: 0.5 when neither kind is slower.
+func superiority(a, b []time.Duration) float64 {
+	y := slices.Clone(b)
+	slices.Sort(y)
+	var wins float64
+	for _, v := range a {
+		lo, _ := slices.BinarySearch(y, v)
+		hi := lo
+		for hi < len(y) && y[hi] == v {
+			hi++
+		}
+		wins += float64(lo) + float64(hi-lo)/2
+	}
+	return wins / float64(len(a)*len(b))
+}
+
+// TestTimingKnownVersusUnknown: login.start and a failed login.finish take as long for an
+// unknown username as for a registered one, on both stores. A leak (an extra store write, a
+// missing scalar multiplication) separates the distributions almost completely; noise shifts
+// both alike, since the kinds are interleaved. The bounds sit between the two: the probability
+// that a known user's call is the slower of a pair must stay within 0.2–0.8 (a leak gives
+// ~1.0), and the median ratio within 0.5–2. KS D and its p-value are logged for the record.
+func TestTimingKnownVersusUnknown(t *testing.T) {
+	const n = 200
+	for name, st := range timingStores(t) {
+		t.Run(name, func(t *testing.T) {
+			r := newTimingRigOn(t, st)
+			for _, op := range []string{"start", "finish"} {
+				d := interleave(n, []string{"known", "unknown"}, r.loginKinds(t, op))
+				k, u := d["known"], d["unknown"]
+				ratio := float64(median(k)) / float64(median(u))
+				ps := superiority(k, u)
+				ks := ksStatistic(k, u)
+				t.Logf("login.%s on %s: median known %s unknown %s (ratio %.3f), P(known slower) %.3f, KS D %.3f p %.3g",
+					op, name, median(k), median(u), ratio, ps, ks, ksPValue(ks, len(k), len(u)))
+				if ps < 0.2 || ps > 0.8 || ratio < 0.5 || ratio > 2 {
+					t.Errorf("login.%s on %s tells known from unknown users: P(known slower) %.3f, median ratio %.3f", op, name, ps, ratio)
+				}
+			}
+		})
+	}
+}
+
 // TestTimingDistributions prints percentiles of interleaved measurements (SESSIOND_TIMING=1):
-// login.start for known and unknown usernames, and validation of the three kinds of wrong
-// token. Interleaving exposes every kind to the same background noise (GC, CPU frequency).
+// login.start and a failed login.finish for known and unknown usernames on both stores, and
+// validation of the three kinds of wrong token.
 func TestTimingDistributions(t *testing.T) {
 	if os.Getenv("SESSIOND_TIMING") == "" {
-		t.Skip("set SESSIOND_TIMING=1 to measure timing distributions")
+		t.Skip("set SESSIOND_TIMING=1 to measure timing distributions (TestTimingKnownVersusUnknown checks them in every run)")
 	}
 	const n = 2000
-	r := newTimingRig(t)
-	rng := mrand.New(mrand.NewPCG(1, 2))
-
-	measure := func(kinds []string, run func(kind string, i int)) map[string][]time.Duration {
-		// Warm up every path (SQLite page cache, allocator) before measuring.
-		for i := 0; i < 100; i++ {
-			for _, k := range kinds {
-				run(k, i)
-			}
-		}
-		out := map[string][]time.Duration{}
-		order := slices.Clone(kinds)
-		for i := 0; i < n; i++ {
-			rng.Shuffle(len(order), func(a, b int) { order[a], order[b] = order[b], order[a] })
-			for _, k := range order {
-				start := time.Now()
-				run(k, i)
-				out[k] = append(out[k], time.Since(start))
-			}
-		}
-		return out
-	}
 	report := func(title string, kinds []string, d map[string][]time.Duration) {
-		t.Logf("%s (%d calls each, interleaved)", title, n)
-		t.Logf("  %-12s %10s %10s %10s %10s %10s", "kind", "mean", "p10", "p50", "p90", "p99")
+		t.Logf("%s (%d calls each, interleaved), µs", title, n)
+		t.Logf("  | %-12s | %8s | %8s | %8s | %8s | %8s |", "kind", "mean", "p10", "p50", "p90", "p99")
 		for _, k := range kinds {
 			s := slices.Clone(d[k])
 			slices.Sort(s)
@@ -317,33 +503,30 @@ func TestTimingDistributions(t *testing.T) {
 			for _, x := range s {
 				sum += x
 			}
-			p := func(q float64) time.Duration { return s[int(q*float64(len(s)-1))] }
-			t.Logf("  %-12s %10s %10s %10s %10s %10s", k, (sum / time.Duration(len(s))).Round(100*time.Nanosecond),
-				p(.10).Round(100*time.Nanosecond), p(.50).Round(100*time.Nanosecond), p(.90).Round(100*time.Nanosecond), p(.99).Round(100*time.Nanosecond))
+			us := func(x time.Duration) float64 { return float64(x.Nanoseconds()) / 1000 }
+			p := func(q float64) float64 { return us(s[int(q*float64(len(s)-1))]) }
+			t.Logf("  | %-12s | %8.1f | %8.1f | %8.1f | %8.1f | %8.1f |", k, us(sum/time.Duration(len(s))), p(.10), p(.50), p(.90), p(.99))
 		}
 	}
-
-	logins := []string{"known", "unknown"}
-	d := measure(logins, func(kind string, i int) {
-		name := r.known[i%len(r.known)]
-		if kind == "unknown" {
-			name = r.unknown[i%len(r.unknown)]
+	for name, st := range timingStores(t) {
+		r := newTimingRigOn(t, st)
+		for _, op := range []string{"start", "finish"} {
+			kinds := []string{"known", "unknown"}
+			d := interleave(n, kinds, r.loginKinds(t, op))
+			report("login."+op+" on "+name, kinds, d)
+			ks := ksStatistic(d["known"], d["unknown"])
+			t.Logf("  median ratio known/unknown %.3f, P(known slower) %.3f, KS D %.3f (p %.3g)",
+				float64(median(d["known"]))/float64(median(d["unknown"])), superiority(d["known"], d["unknown"]), ks, ksPValue(ks, n, n))
 		}
-		r.loginStart(t, name, i)
-	})
-	report("LoginStart", logins, d)
-	med := func(s []time.Duration) time.Duration {
-		c := slices.Clone(s)
-		slices.Sort(c)
-		return c[len(c)/2]
+		if name != "sqlite" {
+			continue
+		}
+		tokens := []string{"prefix", "allButLast", "random"}
+		sets := map[string][]string{"prefix": r.prefix, "allButLast": r.allButLast, "random": r.random}
+		d := interleave(n, tokens, func(kind string, i int) func() {
+			set := sets[kind]
+			return func() { r.validateWrong(t, set[i%len(set)]) }
+		})
+		report("Validate (wrong tokens)", tokens, d)
 	}
-	t.Logf("  median ratio known/unknown: %.3f", float64(med(d["known"]))/float64(med(d["unknown"])))
-
-	tokens := []string{"prefix", "allButLast", "random"}
-	sets := map[string][]string{"prefix": r.prefix, "allButLast": r.allButLast, "random": r.random}
-	d = measure(tokens, func(kind string, i int) {
-		set := sets[kind]
-		r.validateWrong(t, set[i%len(set)])
-	})
-	report("Validate (wrong tokens)", tokens, d)
 }

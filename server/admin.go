@@ -54,6 +54,10 @@ func (s *Server) AdminHandler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"session_ids": nonNil(ids)})
 	}))
 	mux.Handle("DELETE /admin/v1/sessions/{id}", guard(func(w http.ResponseWriter, r *http.Request) {
+		if !session.ValidID(r.PathValue("id")) {
+			s.httpError(w, r, errNoSuchSession)
+			return
+		}
 		if err := s.mgr.AdminRevoke(r.Context(), r.PathValue("id")); err != nil {
 			s.httpError(w, r, err)
 			return

@@ -29,6 +29,9 @@ const (
 	CodeReauthRequired     = "reauth_required"
 )
 
+// errNoSuchSession answers a session id that is not even an id: no session has it.
+var errNoSuchSession = newWireError(CodeNotFound, http.StatusNotFound, "no such session")
+
 // errInsecure refuses to issue a token over plain HTTP.
 var errInsecure = newWireError(CodeForbidden, http.StatusForbidden,
 	"session tokens are only issued over TLS: use https/wss (or configure SESSIOND_TRUSTED_PROXIES for a TLS-terminating proxy)")

@@ -209,6 +209,10 @@ func (s *Server) handleListSessions(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleRevokeSession(w http.ResponseWriter, r *http.Request) {
 	sess, _ := SessionFrom(r.Context())
+	if !session.ValidID(r.PathValue("id")) {
+		s.httpError(w, r, errNoSuchSession)
+		return
+	}
 	if _, err := s.mgr.Revoke(r.Context(), sess, r.PathValue("id")); err != nil {
 		s.httpError(w, r, err)
 		return

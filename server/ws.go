@@ -449,8 +449,8 @@ func (c *conn) handleUnauthenticated(ctx context.Context, in Inbound) {
 			c.replyErr(in.ID, err)
 			return
 		}
-		if len([]rune(in.Device)) > 128 {
-			c.replyErr(in.ID, newWireError(CodeBadRequest, http.StatusBadRequest, "device label is longer than 128 characters"))
+		if err := session.CheckLabel(in.Device); err != nil {
+			c.replyErr(in.ID, err)
 			return
 		}
 		if c.srv.limited(ctx, "logins_per_address", "login-addr:"+limitKey(c.ip), c.srv.limits.LoginsPerAddress) {
@@ -635,6 +635,10 @@ func (c *conn) handleAuthenticated(ctx context.Context, in Inbound) {
 	case "sessions.revoke":
 		if in.SessionID == "" {
 			c.replyErr(in.ID, newWireError(CodeBadRequest, http.StatusBadRequest, "session_id is required"))
+			return
+		}
+		if !session.ValidID(in.SessionID) {
+			c.replyErr(in.ID, errNoSuchSession)
 			return
 		}
 		var ids []string

@@ -91,6 +91,16 @@ func hashToken(key []byte, raw []byte) TokenHash {
 }
 
 // NewID returns a random, non-secret identifier (128 bits, base64url).
+// ValidID reports whether s is an id as NewID makes them: 22 characters of base64url (no
+// padding) for 16 bytes. Ids from clients are checked with it before they reach a store.
+func ValidID(s string) bool {
+	if len(s) != 22 {
+		return false
+	}
+	b, err := b64.DecodeString(s)
+	return err == nil && len(b) == 16
+}
+
 func NewID() string {
 	raw := make([]byte, 16)
 	if _, err := rand.Read(raw); err != nil {

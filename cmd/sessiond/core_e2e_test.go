@@ -333,8 +333,16 @@ func assertNoSecretsInPostgres(t *testing.T, n *node, dbURL string) {
 }
 
 // TestRefusalsAndErrors covers each documented refusal; the server keeps serving after each.
+// It runs on both stores: malformed input must not reach either as a server failure.
 func TestRefusalsAndErrors(t *testing.T) {
-	n := startNode(t, nil) // the handshake deadline has its own test
+	refusalsFlow(t, startNode(t, nil)) // the handshake deadline has its own test
+}
+
+func TestRefusalsAndErrorsPostgres(t *testing.T) {
+	refusalsFlow(t, startNode(t, map[string]string{"SESSIOND_DATABASE_URL": postgresURL(t)}))
+}
+
+func refusalsFlow(t *testing.T, n *node) {
 	ctx := ctxT(t)
 
 	// Bad Origin: 403 before the upgrade; the own origin passes.

@@ -15,6 +15,8 @@ var setupLimits = map[string]string{
 	"SESSIOND_LOGIN_LIMIT_PER_ADDRESS":    "100000000",
 	"SESSIOND_REGISTER_LIMIT_PER_ADDRESS": "100000000",
 	"SESSIOND_LOGIN_LIMIT_PER_USER":       "100000000",
+	"SESSIOND_LOGIN_CEILING_PER_USER":     "100000000",
+	"SESSIOND_BAD_TOKENS_PER_ADDRESS":     "100000000",
 }
 
 func withEnv(base map[string]string, more map[string]string) map[string]string {

@@ -35,6 +35,7 @@ func opsEnv(extra map[string]string) map[string]string {
 	env := map[string]string{
 		"SESSIOND_LOGIN_LIMIT_PER_ADDRESS":    "1000000",
 		"SESSIOND_REGISTER_LIMIT_PER_ADDRESS": "1000000",
+		"SESSIOND_BAD_TOKENS_PER_ADDRESS":     "1000000",
 		"SESSIOND_MAX_SESSIONS":               "0",
 	}
 	for k, v := range extra {

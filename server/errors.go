@@ -32,9 +32,10 @@ const (
 // errNoSuchSession answers a session id that is not even an id: no session has it.
 var errNoSuchSession = newWireError(CodeNotFound, http.StatusNotFound, "no such session")
 
-// errInsecure refuses to issue a token over plain HTTP.
+// errInsecure refuses a password exchange (registration, login) and the token it would issue
+// over plain HTTP.
 var errInsecure = newWireError(CodeForbidden, http.StatusForbidden,
-	"session tokens are only issued over TLS: use https/wss (or configure SESSIOND_TRUSTED_PROXIES for a TLS-terminating proxy)")
+	"registration, login and session tokens need TLS: use https/wss (or configure SESSIOND_TRUSTED_PROXIES for a TLS-terminating proxy)")
 
 // ErrRateLimited is returned when a caller is over one of the abuse limits.
 var ErrRateLimited = errors.New("server: rate limited")

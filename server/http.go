@@ -111,15 +111,17 @@ func (s *Server) auth(next http.HandlerFunc) http.Handler {
 			s.httpError(w, r, err)
 			return
 		}
-		if err := s.mgr.CheckClient(r.Context(), sess, session.Client{IP: ip, UserAgent: r.UserAgent()}); err != nil {
-			s.httpError(w, r, err)
-			return
-		}
+		// The proof first: a request without one (a thief holding only the token) must not
+		// get as far as the fingerprint check, whose mismatch ends the owner's session.
 		if len(s.mgr.Device(sess).PoPKey) > 0 {
 			if err := s.verifyProof(r, sess); err != nil {
 				s.httpError(w, r, err)
 				return
 			}
+		}
+		if err := s.mgr.CheckClient(r.Context(), sess, session.Client{IP: ip, UserAgent: r.UserAgent()}); err != nil {
+			s.httpError(w, r, err)
+			return
 		}
 		sess = s.mgr.Touch(sess)
 		next(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, sess)))
@@ -333,9 +335,18 @@ func (s *Server) verifyProof(r *http.Request, sess session.Session) error {
 
 // proofSeen reports whether a proof's MAC was already used within the window, on any node that
 // shares the counter.
-func (s *Server) proofSeen(ctx context.Context) func([]byte) bool {
-	return func(sig []byte) bool {
-		n, err := s.counter.Add(ctx, "pop:"+session.EncodeB64(sig), 1, 2*session.ProofWindow)
-		return err == nil && n > 1
+// proofSeen records a proof's MAC and reports whether it was used before, on any node. With a
+// shared counter it never falls back to this node's memory: a replay on another node would go
+// unseen, so an unreachable Redis refuses the proof (VerifyProof: ErrUnavailable).
+func (s *Server) proofSeen(ctx context.Context) func([]byte) (bool, error) {
+	add := s.counter.Add
+	if sc, ok := s.counter.(interface {
+		AddShared(context.Context, string, int64, time.Duration) (int64, error)
+	}); ok {
+		add = sc.AddShared
+	}
+	return func(sig []byte) (bool, error) {
+		n, err := add(ctx, "pop:"+session.EncodeB64(sig), 1, 2*session.ProofWindow)
+		return n > 1, err
 	}
 }

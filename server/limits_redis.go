@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -50,6 +51,19 @@ func (c *RedisCounter) Add(ctx context.Context, key string, delta int64, window 
 	}
 	if c.degraded.CompareAndSwap(true, false) {
 		c.log.Info().Msg("Redis reachable again: rate limits are shared by all nodes")
+	}
+	return max(n, 0), nil
+}
+
+// AddShared is Add without the fallback: while Redis is unreachable it fails instead of counting
+// on this node alone. For what must be decided across all nodes or not at all (replays of
+// proofs of possession).
+func (c *RedisCounter) AddShared(ctx context.Context, key string, delta int64, window time.Duration) (int64, error) {
+	rctx, cancel := context.WithTimeout(ctx, redisLimitTimeout)
+	defer cancel()
+	n, err := incr.Run(rctx, c.client, []string{c.prefix + key}, delta, window.Milliseconds()).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("server: shared counter: %w", err)
 	}
 	return max(n, 0), nil
 }

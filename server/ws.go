@@ -395,6 +395,11 @@ func (c *conn) handleUnauthenticated(ctx context.Context, in Inbound) {
 	}
 	switch in.Type {
 	case "register.start":
+		// Registration is a password exchange like login: over TLS only, by the same rule.
+		if !c.tokensOK {
+			c.replyErr(in.ID, errInsecure)
+			return
+		}
 		if c.srv.limited(ctx, "registrations_per_address", "reg-addr:"+limitKey(c.ip), c.srv.limits.RegistrationsPerAddr) {
 			c.replyErr(in.ID, ErrRateLimited)
 			return
@@ -542,12 +547,13 @@ func (c *conn) handleUnauthenticated(ctx context.Context, in Inbound) {
 			c.replyErr(in.ID, err)
 			return
 		}
-		if err := m.CheckClient(ctx, s, session.Client{IP: c.ip, UserAgent: c.userAgent}); err != nil {
+		// A resume proves possession over the token itself: method RESUME, path /ws. The proof
+		// comes first, so that a token alone cannot trigger the fingerprint's revocation.
+		if err := m.VerifyProof(s, in.Proof, "RESUME", "/ws", []byte(in.Token), c.srv.proofSeen(ctx)); err != nil {
 			c.replyErr(in.ID, err)
 			return
 		}
-		// A resume proves possession over the token itself: method RESUME, path /ws.
-		if err := m.VerifyProof(s, in.Proof, "RESUME", "/ws", []byte(in.Token), c.srv.proofSeen(ctx)); err != nil {
+		if err := m.CheckClient(ctx, s, session.Client{IP: c.ip, UserAgent: c.userAgent}); err != nil {
 			c.replyErr(in.ID, err)
 			return
 		}

@@ -27,8 +27,9 @@ const (
 )
 
 // FingerprintPolicy says what a mismatch of each dimension does. Zero fields take the defaults:
-// the browser family and major version must match (revoke: a token moving to another browser
-// is the signature of theft), the network prefix only logs (phones change networks all day).
+// the browser family must match (revoke: a token moving to another browser is the signature of
+// theft; a version change is only logged, since browsers update under a running session), the
+// network prefix only logs (phones change networks all day).
 type FingerprintPolicy struct {
 	UserAgent string // default revoke
 	Network   string // default log
@@ -66,7 +67,10 @@ func FingerprintOf(c Client) Fingerprint {
 	return Fingerprint{Agent: agentFamily(c.UserAgent), Network: networkPrefix(c.IP)}
 }
 
-// agentFamily extracts "product/major" of the browser or library that made the request.
+// agentFamily extracts "product/major" of the browser or library that made the request: a
+// known browser or library by its token, anything else by its first product token ("myapp/3"),
+// so that an unrecognised agent is compared like any other rather than skipped. An empty
+// User-Agent gives "".
 func agentFamily(ua string) string {
 	for _, p := range []struct{ token, name string }{
 		{"Edg/", "edge"}, {"OPR/", "opera"}, {"Firefox/", "firefox"}, {"Chromium/", "chromium"},
@@ -84,7 +88,28 @@ func agentFamily(ua string) string {
 			return p.name + "/" + v
 		}
 	}
-	return ""
+	ua = strings.TrimSpace(ua)
+	if ua == "" {
+		return ""
+	}
+	name, v, _ := strings.Cut(strings.Fields(ua)[0], "/")
+	if j := strings.IndexAny(v, ". ;)"); j >= 0 {
+		v = v[:j]
+	}
+	if _, err := strconv.Atoi(v); err != nil {
+		v = ""
+	}
+	name = strings.ToLower(name)
+	if len(name) > 32 {
+		name = name[:32]
+	}
+	return name + "/" + v
+}
+
+// agentKind is the family part of an agent fingerprint ("chrome" of "chrome/131").
+func agentKind(agent string) string {
+	kind, _, _ := strings.Cut(agent, "/")
+	return kind
 }
 
 func networkPrefix(ip string) string {
@@ -122,7 +147,9 @@ func (m *Manager) readableDevice(s Session) (DeviceInfo, bool) {
 		return dev, true
 	}
 	if len(s.Device) == 0 {
-		return DeviceInfo{}, true
+		// Every session is created with a sealed device record: an empty one was tampered
+		// with or lost, and must not read as "nothing to check".
+		return DeviceInfo{}, false
 	}
 	if _, err := m.keys.open(s.Device, "device:"+s.ID); err != nil {
 		return DeviceInfo{}, false
@@ -168,10 +195,16 @@ func (m *Manager) CheckClient(ctx context.Context, s Session, c Client) error {
 	p := m.fingerprint
 	var mismatch []string
 	revoke := false
-	// An empty side means "unknown": nothing to compare, not a mismatch.
-	if p.UserAgent != FingerprintOff && dev.Fingerprint.Agent != "" && now.Agent != "" && dev.Fingerprint.Agent != now.Agent {
+	// A login without a User-Agent leaves nothing to compare; a request without one where the
+	// login had one is a mismatch (dropping the header must not skip the check). Another
+	// family is the policy's to act on; another version of the same family is only logged.
+	switch was := dev.Fingerprint.Agent; {
+	case p.UserAgent == FingerprintOff || was == "" || was == now.Agent:
+	case now.Agent == "" || agentKind(was) != agentKind(now.Agent):
 		mismatch = append(mismatch, "user_agent")
 		revoke = revoke || p.UserAgent == FingerprintRevoke
+	default:
+		mismatch = append(mismatch, "user_agent_version")
 	}
 	if p.Network != FingerprintOff && dev.Fingerprint.Network != "" && now.Network != "" && dev.Fingerprint.Network != now.Network {
 		mismatch = append(mismatch, "network")
@@ -252,8 +285,10 @@ func ParseProof(v string) (ts int64, sig []byte, err error) {
 
 // VerifyProof checks a request's proof against the session's key: a valid MAC over this very
 // request, made within ProofWindow of now. seen is called with the MAC to reject replays; it
-// returns true when the MAC was already used (any node, within the window).
-func (m *Manager) VerifyProof(s Session, header, method, path string, body []byte, seen func(sig []byte) bool) error {
+// returns true when the MAC was already used (any node, within the window), and an error when
+// it cannot tell (the shared record is unreachable): then the proof is refused with
+// ErrUnavailable, since accepting it could accept a replay.
+func (m *Manager) VerifyProof(s Session, header, method, path string, body []byte, seen func(sig []byte) (bool, error)) error {
 	dev, ok := m.readableDevice(s)
 	if !ok {
 		return fmt.Errorf("%w: this node cannot read the session's device record", ErrUnavailable)
@@ -277,7 +312,14 @@ func (m *Manager) VerifyProof(s Session, header, method, path string, body []byt
 	if !hmac.Equal(mac.Sum(nil), sig) {
 		return fmt.Errorf("%w: the proof does not match this request", ErrProof)
 	}
-	if seen != nil && seen(sig) {
+	if seen == nil {
+		return nil
+	}
+	used, err := seen(sig)
+	if err != nil {
+		return fmt.Errorf("%w: replays of proofs cannot be checked now: %w", ErrUnavailable, err)
+	}
+	if used {
 		return fmt.Errorf("%w: this proof was already used", ErrProof)
 	}
 	return nil

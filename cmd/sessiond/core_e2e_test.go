@@ -109,6 +109,7 @@ func coreFlow(t *testing.T, n *node) {
 
 	// The token works over HTTP.
 	api := client.NewAPI(n.Base, s.Token).WithProof(res.PoPKey)
+	api.Header = http.Header{"User-Agent": {userAgent}} // the signed-in device's
 	got, err := api.Session(ctx)
 	if err != nil {
 		t.Fatalf("GET /api/v1/session: %v", err)
@@ -132,8 +133,8 @@ func coreFlow(t *testing.T, n *node) {
 		t.Fatal("no device label derived")
 	}
 
-	// Resume on a new connection with the token.
-	c3 := dial(t, n, cheap)
+	// Resume on a new connection with the token (from the same device: its User-Agent).
+	c3 := dial(t, n, client.Options{KSF: client.KSFCheap, Header: http.Header{"User-Agent": {userAgent}}})
 	rs, err := c3.ResumeWithProof(ctx, s.Token, res.PoPKey)
 	if err != nil || rs.ID != s.ID || rs.Token != "" {
 		t.Fatalf("resume: %+v %v", rs, err)

@@ -100,7 +100,7 @@ func TestPlainHTTPRefusesTokens(t *testing.T) {
 		defer c.Close()
 		name := uniqueName("plain")
 		if _, _, err := c.Register(ctx, name, "pw"); err != nil {
-			t.Fatal(err)
+			return err // registration is a password exchange too: TLS only
 		}
 		_, err = c.Login(ctx, name, "pw", "")
 		return err
@@ -108,7 +108,17 @@ func TestPlainHTTPRefusesTokens(t *testing.T) {
 	refuse := startNode(t, map[string]string{"SESSIOND_ADDR": "0.0.0.0:0"})
 	err := loginAt(refuse, cheap)
 	if !client.IsCode(err, "forbidden") || !strings.Contains(err.Error(), "TLS") {
-		t.Fatalf("plain-HTTP login on a non-loopback listener: %v", err)
+		t.Fatalf("plain-HTTP registration on a non-loopback listener: %v", err)
+	}
+	// Registration is refused by itself, before any login is tried.
+	port := refuse.Base[strings.LastIndex(refuse.Base, ":")+1:]
+	rc, err := client.Dial(ctx, "http://127.0.0.1:"+port, cheap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if _, _, err := rc.Register(ctx, uniqueName("plain"), "pw"); !client.IsCode(err, "forbidden") {
+		t.Fatalf("plain-HTTP register.start on a non-loopback listener: %v, want forbidden", err)
 	}
 	if !strings.Contains(refuse.logs.String(), "tokens are refused until TLS is configured") {
 		t.Fatal("the start-up log does not say the transport mode")

@@ -20,6 +20,9 @@ type API struct {
 	HTTP  *http.Client
 	// PoPKey, when set, signs every request with a proof of possession.
 	PoPKey []byte
+	// Header is sent with every request (e.g. the User-Agent of the device that signed in:
+	// the server compares it with the login's).
+	Header http.Header
 }
 
 // WithProof makes the client sign its requests with key (sessions that require it).
@@ -86,6 +89,9 @@ func (a *API) Do(ctx context.Context, method, path string, body any, header http
 	}
 	if a.PoPKey != nil {
 		req.Header.Set("Sessiond-PoP", session.SignProof(a.PoPKey, method, req.URL.RequestURI(), time.Now().UnixMilli(), raw))
+	}
+	for k, v := range a.Header {
+		req.Header[k] = v
 	}
 	for k, v := range header {
 		req.Header[k] = v

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"database/sql"
+	"fmt"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	_ "modernc.org/sqlite"
+
+	"github.com/sessiond/sessiond/server/client"
+)
+
+const chromeNextUA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/132.0.6834.83 Safari/537.36"
+
+// popLogin registers and signs in with proof of possession on, from a Chrome user agent.
+func popLogin(t *testing.T, n *node) client.LoginResult {
+	t.Helper()
+	c := dial(t, n, client.Options{KSF: client.KSFCheap, Header: withUA(chromeUA)})
+	name := uniqueName("bind")
+	if _, _, err := c.Register(ctxT(t), name, "pw"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Login(ctxT(t), name, "pw", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// TestProofBeforeFingerprint: with proof of possession on, a thief holding only the token cannot
+// get the owner's session revoked by presenting it from another browser: the missing proof is
+// refused first, and the session lives on.
+func TestProofBeforeFingerprint(t *testing.T) {
+	n := startNode(t, map[string]string{"SESSIOND_PROOF_OF_POSSESSION": "true"})
+	ctx := ctxT(t)
+	res := popLogin(t, n)
+	thief := client.NewAPI(n.Base, res.Session.Token)
+	r, _ := thief.Do(ctx, http.MethodGet, "/api/v1/session", nil, withUA(firefoxUA))
+	wantStatus(t, "token alone from another browser", r, http.StatusUnauthorized, "proof_invalid")
+	c := dial(t, n, client.Options{KSF: client.KSFCheap, Header: withUA(firefoxUA)})
+	if _, err := c.Resume(ctx, res.Session.Token); !client.IsCode(err, "proof_invalid") {
+		t.Fatalf("resume with the token alone from another browser: %v", err)
+	}
+	owner := client.NewAPI(n.Base, res.Session.Token).WithProof(res.PoPKey)
+	owner.Header = withUA(chromeUA)
+	if _, err := owner.Session(ctx); err != nil {
+		t.Fatalf("the owner after the thief's attempts: %v", err)
+	}
+}
+
+// TestMissingUserAgentIsMismatch: dropping the User-Agent header does not skip the check; nor
+// does an agent the server does not recognise.
+func TestMissingUserAgentIsMismatch(t *testing.T) {
+	n := startNode(t, nil)
+	ctx := ctxT(t)
+	for _, ua := range []string{"", "Totally/1.0 (unknown agent)"} {
+		c := dial(t, n, client.Options{KSF: client.KSFCheap, Header: withUA(chromeUA)})
+		name := uniqueName("noua")
+		if _, _, err := c.Register(ctx, name, "pw"); err != nil {
+			t.Fatal(err)
+		}
+		res, err := c.Login(ctx, name, "pw", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, _ := client.NewAPI(n.Base, res.Session.Token).Do(ctx, http.MethodGet, "/api/v1/session", nil, http.Header{"User-Agent": {ua}})
+		wantStatus(t, fmt.Sprintf("the token with User-Agent %q", ua), r, http.StatusUnauthorized, "session_invalid")
+		tokenRefused(t, n, "after the mismatch", res.Session.Token)
+	}
+}
+
+// TestUserAgentVersionChangeOnlyLogged: a browser update under a running session (same family,
+// new major version) is logged, not revoked; another family still is.
+func TestUserAgentVersionChangeOnlyLogged(t *testing.T) {
+	n := startNode(t, nil)
+	ctx := ctxT(t)
+	c := dial(t, n, client.Options{KSF: client.KSFCheap, Header: withUA(chromeUA)})
+	name := uniqueName("uaver")
+	if _, _, err := c.Register(ctx, name, "pw"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Login(ctx, name, "pw", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := client.NewAPI(n.Base, res.Session.Token)
+	r, _ := api.Do(ctx, http.MethodGet, "/api/v1/session", nil, withUA(chromeNextUA))
+	wantStatus(t, "the same browser one version on", r, http.StatusOK, "")
+	acts, err := c.Call(ctx, "activity.list", nil)
+	if err != nil || !strings.Contains(string(acts.Raw), `"reason":"user_agent_version"`) {
+		t.Fatalf("the version change is not in the activity: %v %s", err, acts.Raw)
+	}
+	r, _ = api.Do(ctx, http.MethodGet, "/api/v1/session", nil, withUA(firefoxUA))
+	wantStatus(t, "another browser", r, http.StatusUnauthorized, "session_invalid")
+}
+
+// TestProofReplayCheckFailsClosed: while the shared record of used proofs (Redis) is down, a
+// proof cannot be checked for replays on other nodes, so it is refused (503 unavailable), not
+// accepted on this node's word alone.
+func TestProofReplayCheckFailsClosed(t *testing.T) {
+	port := freeAddr(t)[len("127.0.0.1:"):]
+	redis := exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	if err := redis.Start(); err != nil {
+		t.Fatalf("redis-server: %v", err)
+	}
+	t.Cleanup(func() { _ = redis.Process.Kill(); _ = redis.Wait() })
+	up := func() bool {
+		c, err := net.Dial("tcp", "127.0.0.1:"+port)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}
+	if !waitFor(ctxT(t), up) {
+		t.Fatal("redis-server did not start")
+	}
+	keyFile := filepath.Join(t.TempDir(), "keys.json")
+	if _, err := cli(t, "keygen", "-o", keyFile); err != nil {
+		t.Fatal(err)
+	}
+	n := startNode(t, map[string]string{"SESSIOND_PROOF_OF_POSSESSION": "true", "SESSIOND_REDIS_URL": "redis://127.0.0.1:" + port + "/0",
+		"SESSIOND_KEY_FILE": keyFile})
+	ctx := ctxT(t)
+	res := popLogin(t, n)
+	owner := client.NewAPI(n.Base, res.Session.Token).WithProof(res.PoPKey)
+	owner.Header = withUA(chromeUA)
+	if _, err := owner.Session(ctx); err != nil {
+		t.Fatalf("with Redis up: %v", err)
+	}
+	_ = redis.Process.Kill()
+	_ = redis.Wait()
+	r, err := owner.Do(ctx, http.MethodGet, "/api/v1/session", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, "a fresh proof with Redis down", r, http.StatusServiceUnavailable, "unavailable")
+}
+
+// TestEmptyDeviceRecordRefused: a session whose sealed device record is empty (tampered with or
+// lost) is refused, not waved through without its fingerprint and proof checks.
+func TestEmptyDeviceRecordRefused(t *testing.T) {
+	n := startNode(t, nil)
+	ctx := ctxT(t)
+	name, _ := account(t, n, "emptydev", "pw")
+	_, s := loginOn(t, n, name, "pw", "")
+	n.stop()
+
+	matches, _ := filepath.Glob(filepath.Join(n.DataDir, "*.db"))
+	if len(matches) != 1 {
+		t.Fatalf("store files %v", matches)
+	}
+	db, err := sql.Open("sqlite", matches[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `UPDATE sessions SET device = X'' WHERE id = ?`, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	n2 := startNode(t, map[string]string{"SESSIOND_DATA_DIR": n.DataDir})
+	r := apiDo(t, n2, s.Token, http.MethodGet, "/api/v1/session", nil, nil)
+	wantStatus(t, "a session with an empty device record", r, http.StatusServiceUnavailable, "unavailable")
+}

@@ -1,5 +1,7 @@
 # Multi-stage build: the browser bundle, then a static binary, then a minimal non-root image.
-# docker build -t sessiond . && docker run -p 8080:8080 -v sessiond-data:/data sessiond
+# docker build -t sessiond . && docker run -p 8080:8080 -v sessiond-data:/data -v sessiond-keys:/keys sessiond
+# The key file lives in its own volume (/keys), apart from the data (/data): a copy or backup of
+# the data must not carry the keys that protect it. Mount a secret there in production.
 FROM node:20-bookworm-slim AS web
 WORKDIR /src/web
 COPY web/package.json web/package-lock.json ./
@@ -14,14 +16,15 @@ RUN go mod download
 COPY . .
 COPY --from=web /src/web/static/ ./web/static/
 RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/sessiond ./cmd/sessiond \
- && mkdir -p /out/data && chown 65532:65532 /out/data
+ && mkdir -p /out/data /out/keys && chown 65532:65532 /out/data /out/keys && chmod 700 /out/keys
 
 FROM scratch
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /out/sessiond /sessiond
 COPY --from=build --chown=65532:65532 /out/data /data
-ENV SESSIOND_ADDR=:8080 SESSIOND_DATA_DIR=/data SESSIOND_LOG_FORMAT=json
-VOLUME /data
+COPY --from=build --chown=65532:65532 /out/keys /keys
+ENV SESSIOND_ADDR=:8080 SESSIOND_DATA_DIR=/data SESSIOND_KEY_FILE=/keys/keys.json SESSIOND_LOG_FORMAT=json
+VOLUME /data /keys
 EXPOSE 8080
 USER 65532:65532
 ENTRYPOINT ["/sessiond"]

@@ -65,6 +65,10 @@ func (s *Server) AdminHandler() http.Handler {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if allow := allowedMethods(mux, r, "/"); len(allow) > 0 {
+			methodNotAllowed(s, w, r, allow)
+			return
+		}
 		s.httpError(w, r, newWireError(CodeNotFound, http.StatusNotFound, "no such admin endpoint"))
 	})
 	return mux

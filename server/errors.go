@@ -27,6 +27,7 @@ const (
 	CodeTooLarge           = "too_large"
 	CodeProofInvalid       = "proof_invalid"
 	CodeReauthRequired     = "reauth_required"
+	CodeMethodNotAllowed   = "method_not_allowed"
 )
 
 // errNoSuchSession answers a session id that is not even an id: no session has it.

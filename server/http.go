@@ -40,20 +40,53 @@ func (s *Server) routes() {
 	mux.Handle("PUT /api/v1/vault", s.auth(s.handlePutVault))
 	mux.Handle("GET /api/v1/activity", s.auth(s.handleActivity))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		if allow := allowedMethods(mux, r, "/api/"); len(allow) > 0 {
+			methodNotAllowed(s, w, r, allow)
+			return
+		}
 		s.httpError(w, r, newWireError(CodeNotFound, http.StatusNotFound, "no such API endpoint"))
 	})
 	if s.cfg.Web != nil {
 		files := http.FileServerFS(s.cfg.Web)
 		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 			if r.Method != http.MethodGet && r.Method != http.MethodHead {
-				w.Header().Set("Allow", "GET, HEAD")
-				s.httpError(w, r, newWireError(CodeBadRequest, http.StatusMethodNotAllowed, "method not allowed"))
+				methodNotAllowed(s, w, r, []string{http.MethodGet, http.MethodHead})
 				return
 			}
 			files.ServeHTTP(w, r)
 		})
 	}
 	s.mux = s.securityHeaders(mux)
+}
+
+// allowedMethods lists the methods that mux routes r's path to a handler other than the
+// catch-all pattern (the methods a 405 answer names in Allow). Empty: no such path.
+func allowedMethods(mux *http.ServeMux, r *http.Request, catchAll string) []string {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := mux.Handler(probe); pattern != "" && pattern != catchAll {
+			allow = append(allow, m)
+		}
+	}
+	return allow
+}
+
+// methodNotAllowed answers 405 method_not_allowed with the Allow header.
+func methodNotAllowed(s *Server, w http.ResponseWriter, r *http.Request, allow []string) {
+	w.Header().Set("Allow", strings.Join(allow, ", "))
+	s.httpError(w, r, newWireError(CodeMethodNotAllowed, http.StatusMethodNotAllowed, r.Method+" is not allowed here"))
+}
+
+// bearerToken returns the token of an `Authorization: Bearer` header; the scheme name is
+// case-insensitive (RFC 9110 §11.1), the token is not.
+func bearerToken(r *http.Request) (string, bool) {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimSpace(token), true
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -177,7 +210,11 @@ func (s *Server) handleRefresh(w http.ResponseWriter, r *http.Request) {
 		s.httpError(w, r, errInsecure)
 		return
 	}
-	token := strings.TrimSpace(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer"))
+	token, ok := bearerToken(r)
+	if !ok {
+		s.httpError(w, r, newWireError(CodeUnauthenticated, http.StatusUnauthorized, "an Authorization: Bearer token is required"))
+		return
+	}
 	info, newToken, err := s.mgr.Refresh(r.Context(), token)
 	if err != nil {
 		s.httpError(w, r, err)

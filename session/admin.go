@@ -8,8 +8,10 @@ import (
 	"errors"
 )
 
-// Administrative actions. Each is a security event with the stable reason "admin": it is logged
-// with a keyed hash of each session id and pushed to the affected devices.
+// Administrative actions. Each is recorded as an admin_action security event of the user it
+// concerns (reason: the action), listed in that user's activity, reads included; revocations
+// also carry the stable reason "admin", are logged with a keyed hash of each session id and
+// pushed to the affected devices.
 
 // UserSessions returns the live sessions of the user with this username. Unknown: ErrNotFound.
 func (m *Manager) UserSessions(ctx context.Context, username string) (User, []Info, error) {
@@ -18,6 +20,9 @@ func (m *Manager) UserSessions(ctx context.Context, username string) (User, []In
 		return User{}, nil, err
 	}
 	list, err := m.List(ctx, u.ID)
+	if err == nil {
+		m.emit(ctx, Event{Kind: EventAdminAction, UserID: u.ID, Reason: "list_sessions"})
+	}
 	return u, list, err
 }
 
@@ -34,6 +39,7 @@ func (m *Manager) AdminRevoke(ctx context.Context, sessionID string) error {
 	if len(ids) == 0 {
 		return ErrNotFound
 	}
+	m.emit(ctx, Event{Kind: EventAdminAction, UserID: s.UserID, SessionID: s.ID, Reason: "revoke_session"})
 	m.afterRevoke(ctx, s.UserID, ids, ReasonAdmin)
 	return nil
 }
@@ -44,6 +50,7 @@ func (m *Manager) AdminRevokeUser(ctx context.Context, username string) ([]strin
 	if err != nil {
 		return nil, err
 	}
+	m.emit(ctx, Event{Kind: EventAdminAction, UserID: u.ID, Reason: "revoke_user"})
 	return m.RevokeUser(ctx, u.ID, ReasonAdmin)
 }
 
@@ -57,7 +64,7 @@ func (m *Manager) DeleteUser(ctx context.Context, username string) ([]string, er
 	if err != nil {
 		return nil, err
 	}
-	m.emit(ctx, Event{Kind: EventUserDeleted, UserID: u.ID})
+	m.emit(ctx, Event{Kind: EventAdminAction, UserID: u.ID, Reason: "delete_user"}, Event{Kind: EventUserDeleted, UserID: u.ID})
 	m.afterRevoke(ctx, u.ID, ids, ReasonAdmin)
 	return ids, nil
 }
@@ -74,10 +81,21 @@ func (m *Manager) userByName(ctx context.Context, username string) (User, error)
 	return u, err
 }
 
-// AdminToken is the bearer token of the admin API, derived from the key file so that whoever
-// holds the key file (and only they) can administer the deployment.
+// AdminToken is the bearer token of the admin API, derived from the key file's admin key so that
+// whoever holds the current key file (and only they) can administer the deployment; every key
+// rotation changes it. A key file from before admin keys existed derives it from the log key,
+// as then (LegacyAdminToken reports that).
 func (k *Keys) AdminToken() string {
-	m := hmac.New(sha256.New, k.LogKey)
-	m.Write([]byte("sessiond admin token v1"))
+	if len(k.AdminKey) == 0 {
+		m := hmac.New(sha256.New, k.LogKey)
+		m.Write([]byte("sessiond admin token v1"))
+		return "sda_" + hex.EncodeToString(m.Sum(nil))
+	}
+	m := hmac.New(sha256.New, k.AdminKey)
+	m.Write([]byte("sessiond admin token v2"))
 	return "sda_" + hex.EncodeToString(m.Sum(nil))
 }
+
+// LegacyAdminToken reports whether the admin token is still derived from the log key (a key
+// file without an admin key): it cannot be changed without rotating the keys.
+func (k *Keys) LegacyAdminToken() bool { return len(k.AdminKey) == 0 }

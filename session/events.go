@@ -15,6 +15,7 @@ const (
 	EventFingerprint     = "fingerprint_mismatch"
 	EventUserDeleted     = "user_deleted"
 	EventRegistered      = "user_registered"
+	EventAdminAction     = "admin_action" // an administrator acted on the user; Reason names the action
 )
 
 // Event is one security-relevant happening in a user's account.
@@ -55,6 +56,7 @@ func (nopObserver) Swept(int)                    {}
 var persisted = map[string]bool{
 	EventLogin: true, EventLoginFailed: true, EventRevoked: true, EventExpired: false,
 	EventPasswordChanged: true, EventTokenReuse: true, EventFingerprint: true, EventRegistered: true,
+	EventAdminAction: true, EventUserDeleted: true,
 }
 
 // EventsRetention is how long security events are kept for the activity list.

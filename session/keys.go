@@ -43,6 +43,10 @@ type Keys struct {
 	FakeKey []byte
 	// LogKey derives the short keyed hashes of session ids that logs carry.
 	LogKey []byte
+	// AdminKey derives the admin API's bearer token. Rotate replaces it. Key files written
+	// before it existed have none: their admin token is derived from LogKey as it was then,
+	// until the next rotation gives them one.
+	AdminKey []byte
 }
 
 // keyFile is the on-disk JSON form of Keys; binary values are unpadded base64url.
@@ -59,6 +63,7 @@ type keyFile struct {
 	NextSealKey     string            `json:"next_seal_key,omitempty"`
 	FakeKey         string            `json:"fake_key"`
 	LogKey          string            `json:"log_key"`
+	AdminKey        string            `json:"admin_key,omitempty"`
 }
 
 func random(n int) []byte {
@@ -83,6 +88,7 @@ func GenerateKeys() *Keys {
 		CurrentSealKey:  "s1",
 		FakeKey:         random(32),
 		LogKey:          random(32),
+		AdminKey:        random(32),
 	}
 }
 
@@ -101,6 +107,9 @@ func (k *Keys) Marshal() ([]byte, error) {
 		NextSealKey:     k.NextSealKey,
 		FakeKey:         EncodeB64(k.FakeKey),
 		LogKey:          EncodeB64(k.LogKey),
+	}
+	if len(k.AdminKey) > 0 {
+		f.AdminKey = EncodeB64(k.AdminKey)
 	}
 	for id, v := range k.TokenKeys {
 		f.TokenKeys[id] = EncodeB64(v)
@@ -141,6 +150,9 @@ func ParseKeys(data []byte) (*Keys, error) {
 	k.AKEPublicKey = dec("ake_public_key", f.AKEPublicKey, 32)
 	k.FakeKey = dec("fake_key", f.FakeKey, 32)
 	k.LogKey = dec("log_key", f.LogKey, 32)
+	if f.AdminKey != "" {
+		k.AdminKey = dec("admin_key", f.AdminKey, 32)
+	}
 	for id, v := range f.TokenKeys {
 		k.TokenKeys[id] = dec("token_keys."+id, v, 32)
 	}
@@ -279,10 +291,13 @@ func nextID(keys map[string][]byte, prefix string) string {
 // useless, and the only way to replace them is every user registering again. The fake key
 // derives the fake records of unknown usernames, which must stay the same from one login
 // attempt to the next or an attacker could tell an unknown name from a known one; the log key
-// derives the session ids of log lines (and the admin token), which should stay correlatable
-// across a rotation.
+// derives the session ids of log lines, which should stay correlatable across a rotation. The
+// admin key is replaced.
 func (k *Keys) Rotate() *Keys {
 	c := k.clone()
+	// The admin token changes with every rotation: a copy of an old key file no longer
+	// administers the deployment.
+	c.AdminKey = random(32)
 	if c.NextTokenKey != "" {
 		c.CurrentTokenKey, c.NextTokenKey = c.NextTokenKey, ""
 	} else {

@@ -9,7 +9,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -150,6 +153,38 @@ func newBroker(cfg *config, log zerolog.Logger, onReconnect func()) (hub.Broker,
 	return r, client, nil
 }
 
+// loopbackAddr reports whether a listen address (host:port) binds to loopback only.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}
+
+// warnKeyFileInDataDir warns when a node serving beyond loopback keeps its key file inside the
+// data directory: a copy or a backup of the directory then holds the seal keys and the OPRF seed
+// with the data they protect (an offline attack on every password).
+func warnKeyFileInDataDir(cfg *config, addr net.Addr, log zerolog.Logger) {
+	if ta, ok := addr.(*net.TCPAddr); ok && ta.IP.IsLoopback() {
+		return
+	}
+	dir, err1 := filepath.Abs(cfg.DataDir)
+	key, err2 := filepath.Abs(cfg.KeyFile)
+	if err1 != nil || err2 != nil {
+		return
+	}
+	if rel, err := filepath.Rel(dir, key); err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return
+	}
+	log.Warn().Str("key_file", cfg.KeyFile).Str("data_dir", cfg.DataDir).
+		Msg("the key file is inside the data directory: a copy or backup of the directory would hold the keys with the data they protect; set SESSIOND_KEY_FILE to a path outside it (docs/OPERATIONS.md)")
+}
+
 // transportMode says how tokens may travel, for the start-up log, and whether plain HTTP may
 // carry them: only on a loopback listener or when the operator said so.
 func transportMode(cfg *config, addr net.Addr) (mode string, allowInsecure bool) {
@@ -254,12 +289,23 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(stri
 		ln = tls.NewListener(ln, tlsConfig)
 		scheme = "https"
 	}
+	warnKeyFileInDataDir(cfg, ln.Addr(), log)
 	var adminSrv *http.Server
 	if cfg.AdminAddr != "" {
+		if !loopbackAddr(cfg.AdminAddr) && tlsConfig == nil {
+			ln.Close()
+			return fmt.Errorf("SESSIOND_ADMIN_ADDR %s is not a loopback address: the admin API crosses a network there and needs TLS (set SESSIOND_TLS_CERT and SESSIOND_TLS_KEY, which it shares with the main listener) or bind it to 127.0.0.1", cfg.AdminAddr)
+		}
 		aln, err := net.Listen("tcp", cfg.AdminAddr)
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("SESSIOND_ADMIN_ADDR %s: %w", cfg.AdminAddr, err)
+		}
+		if tlsConfig != nil {
+			aln = tls.NewListener(aln, tlsConfig)
+		}
+		if keys.LegacyAdminToken() {
+			log.Warn().Msg("the key file has no admin key: the admin token is derived from the log key and never changes; rotate the keys (sessiond keygen -rotate, then sessiond admin rotate-keys) to give the admin API a secret of its own")
 		}
 		adminSrv = &http.Server{Handler: srv.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = adminSrv.Serve(aln) }()

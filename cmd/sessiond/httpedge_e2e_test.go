@@ -24,7 +24,8 @@ func TestHTTPServerTimeouts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	_, err = io.WriteString(conn, "PUT /api/v1/vault HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+s.Token+
+	// The signed-in device's User-Agent: without one the fingerprint check would end the session.
+	_, err = io.WriteString(conn, "PUT /api/v1/vault HTTP/1.1\r\nHost: x\r\nUser-Agent: Go-http-client/1.1\r\nAuthorization: Bearer "+s.Token+
 		"\r\nIf-None-Match: *\r\nContent-Length: 1000\r\n\r\nfirst bytes")
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +52,7 @@ func TestHTTPServerTimeouts(t *testing.T) {
 	// The WebSocket signed in before is still served, past the timeout.
 	time.Sleep(1500 * time.Millisecond)
 	if _, err := ws.Sessions(ctx); err != nil {
-		t.Fatalf("the WebSocket after the HTTP timeout: %v", err)
+		t.Fatalf("the WebSocket after the HTTP timeout: %v (closed with %d)\n%s", err, ws.CloseCode(), n.logs.String())
 	}
 	// And a plain request still works.
 	tokenWorks(t, n, "after the timeout", s.Token, s.ID)

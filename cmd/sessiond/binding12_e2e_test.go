@@ -17,10 +17,10 @@ import (
 
 const chromeNextUA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/132.0.6834.83 Safari/537.36"
 
-// popLogin registers and signs in with proof of possession on, from a Chrome user agent.
-func popLogin(t *testing.T, n *node) client.LoginResult {
+// signUpWithUA registers a fresh user and signs in on a connection sending User-Agent ua.
+func signUpWithUA(t *testing.T, n *node, ua string) (*client.Conn, client.LoginResult) {
 	t.Helper()
-	c := dial(t, n, client.Options{KSF: client.KSFCheap, Header: withUA(chromeUA)})
+	c := dial(t, n, client.Options{KSF: client.KSFCheap, Header: withUA(ua)})
 	name := uniqueName("bind")
 	if _, _, err := c.Register(ctxT(t), name, "pw"); err != nil {
 		t.Fatal(err)
@@ -29,6 +29,13 @@ func popLogin(t *testing.T, n *node) client.LoginResult {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c, res
+}
+
+// popLogin signs a fresh user in from Chrome (with proof of possession when the node has it on).
+func popLogin(t *testing.T, n *node) client.LoginResult {
+	t.Helper()
+	_, res := signUpWithUA(t, n, chromeUA)
 	return res
 }
 
@@ -59,15 +66,7 @@ func TestMissingUserAgentIsMismatch(t *testing.T) {
 	n := startNode(t, nil)
 	ctx := ctxT(t)
 	for _, ua := range []string{"", "Totally/1.0 (unknown agent)"} {
-		c := dial(t, n, client.Options{KSF: client.KSFCheap, Header: withUA(chromeUA)})
-		name := uniqueName("noua")
-		if _, _, err := c.Register(ctx, name, "pw"); err != nil {
-			t.Fatal(err)
-		}
-		res, err := c.Login(ctx, name, "pw", "")
-		if err != nil {
-			t.Fatal(err)
-		}
+		res := popLogin(t, n)
 		r, _ := client.NewAPI(n.Base, res.Session.Token).Do(ctx, http.MethodGet, "/api/v1/session", nil, http.Header{"User-Agent": {ua}})
 		wantStatus(t, fmt.Sprintf("the token with User-Agent %q", ua), r, http.StatusUnauthorized, "session_invalid")
 		tokenRefused(t, n, "after the mismatch", res.Session.Token)
@@ -79,15 +78,7 @@ func TestMissingUserAgentIsMismatch(t *testing.T) {
 func TestUserAgentVersionChangeOnlyLogged(t *testing.T) {
 	n := startNode(t, nil)
 	ctx := ctxT(t)
-	c := dial(t, n, client.Options{KSF: client.KSFCheap, Header: withUA(chromeUA)})
-	name := uniqueName("uaver")
-	if _, _, err := c.Register(ctx, name, "pw"); err != nil {
-		t.Fatal(err)
-	}
-	res, err := c.Login(ctx, name, "pw", "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, res := signUpWithUA(t, n, chromeUA)
 	api := client.NewAPI(n.Base, res.Session.Token)
 	r, _ := api.Do(ctx, http.MethodGet, "/api/v1/session", nil, withUA(chromeNextUA))
 	wantStatus(t, "the same browser one version on", r, http.StatusOK, "")

@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"net/http"
 
+	"github.com/sessiond/sessiond/protocol"
 	"github.com/sessiond/sessiond/session"
 )
 
@@ -22,7 +23,7 @@ func (s *Server) AdminHandler() http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), token) != 1 {
 				w.Header().Set("WWW-Authenticate", "Bearer")
-				s.httpError(w, r, newWireError(CodeUnauthenticated, http.StatusUnauthorized, "the admin token is required"))
+				s.httpError(w, r, newWireError(protocol.CodeUnauthenticated, http.StatusUnauthorized, "the admin token is required"))
 				return
 			}
 			w.Header().Set("Cache-Control", "no-store")
@@ -69,14 +70,14 @@ func (s *Server) AdminHandler() http.Handler {
 			methodNotAllowed(s, w, r, allow)
 			return
 		}
-		s.httpError(w, r, newWireError(CodeNotFound, http.StatusNotFound, "no such admin endpoint"))
+		s.httpError(w, r, newWireError(protocol.CodeNotFound, http.StatusNotFound, "no such admin endpoint"))
 	})
 	return mux
 }
 
 // adminEntry is a session as an administrator sees it: with the device's address and agent.
 type adminEntry struct {
-	DeviceEntry
+	protocol.Device
 	IP        string `json:"ip,omitempty"`
 	UserAgent string `json:"user_agent,omitempty"`
 }
@@ -85,7 +86,7 @@ func adminList(list []session.Info) []adminEntry {
 	rows := deviceList(list, "")
 	out := make([]adminEntry, len(rows))
 	for i := range rows {
-		out[i] = adminEntry{DeviceEntry: rows[i], IP: list[i].Device.IP, UserAgent: list[i].Device.UserAgent}
+		out[i] = adminEntry{Device: rows[i], IP: list[i].Device.IP, UserAgent: list[i].Device.UserAgent}
 	}
 	return out
 }

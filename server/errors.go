@@ -4,38 +4,16 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/sessiond/sessiond/protocol"
 	"github.com/sessiond/sessiond/session"
 )
 
-// Wire error codes. They are stable: clients switch on them.
-const (
-	CodeBadRequest         = "bad_request"
-	CodeUnknownType        = "unknown_type"
-	CodeOutOfOrder         = "out_of_order"
-	CodeAuthFailed         = "auth_failed"
-	CodeUsernameTaken      = "username_taken"
-	CodeUnauthenticated    = "unauthenticated"
-	CodeSessionInvalid     = "session_invalid"
-	CodeSessionLimit       = "session_limit"
-	CodeForbidden          = "forbidden"
-	CodeNotFound           = "not_found"
-	CodeRateLimited        = "rate_limited"
-	CodeUnavailable        = "unavailable"
-	CodeInternal           = "internal"
-	CodePreconditionFailed = "precondition_failed"
-	CodeConflict           = "conflict"
-	CodeTooLarge           = "too_large"
-	CodeProofInvalid       = "proof_invalid"
-	CodeReauthRequired     = "reauth_required"
-	CodeMethodNotAllowed   = "method_not_allowed"
-)
-
 // errNoSuchSession answers a session id that is not even an id: no session has it.
-var errNoSuchSession = newWireError(CodeNotFound, http.StatusNotFound, "no such session")
+var errNoSuchSession = newWireError(protocol.CodeNotFound, http.StatusNotFound, "no such session")
 
 // errInsecure refuses a password exchange (registration, login) and the token it would issue
 // over plain HTTP.
-var errInsecure = newWireError(CodeForbidden, http.StatusForbidden,
+var errInsecure = newWireError(protocol.CodeForbidden, http.StatusForbidden,
 	"registration, login and session tokens need TLS: use https/wss (or configure SESSIOND_TRUSTED_PROXIES for a TLS-terminating proxy)")
 
 // ErrRateLimited is returned when a caller is over one of the abuse limits.
@@ -48,20 +26,20 @@ var errorTable = []struct {
 	status int
 	msg    string
 }{
-	{session.ErrBadInput, CodeBadRequest, http.StatusBadRequest, ""},
-	{session.ErrAttemptExpired, CodeOutOfOrder, http.StatusConflict, "the login.start or reauth.start this answers has expired; start again"},
-	{session.ErrAuthFailed, CodeAuthFailed, http.StatusUnauthorized, "wrong username or password"},
-	{session.ErrUsernameTaken, CodeUsernameTaken, http.StatusConflict, "this username is taken"},
-	{session.ErrInvalid, CodeSessionInvalid, http.StatusUnauthorized, "the session is invalid, expired or revoked"},
-	{session.ErrSessionLimit, CodeSessionLimit, http.StatusConflict, "this account has reached its limit of signed-in devices"},
-	{session.ErrNotFound, CodeNotFound, http.StatusNotFound, "not found"},
-	{session.ErrPrecondition, CodePreconditionFailed, http.StatusPreconditionFailed, "the stored version differs from the one given"},
-	{session.ErrConflict, CodeConflict, http.StatusConflict, ""},
-	{session.ErrTooLarge, CodeTooLarge, http.StatusRequestEntityTooLarge, "too large"},
-	{session.ErrUnavailable, CodeUnavailable, http.StatusServiceUnavailable, "the service is temporarily unavailable; try again"},
-	{session.ErrReauthRequired, CodeReauthRequired, http.StatusForbidden, "prove the password again first (reauth.start / reauth.finish)"},
-	{session.ErrProof, CodeProofInvalid, http.StatusUnauthorized, ""},
-	{ErrRateLimited, CodeRateLimited, http.StatusTooManyRequests, "too many requests; slow down"},
+	{session.ErrBadInput, protocol.CodeBadRequest, http.StatusBadRequest, ""},
+	{session.ErrAttemptExpired, protocol.CodeOutOfOrder, http.StatusConflict, "the login.start or reauth.start this answers has expired; start again"},
+	{session.ErrAuthFailed, protocol.CodeAuthFailed, http.StatusUnauthorized, "wrong username or password"},
+	{session.ErrUsernameTaken, protocol.CodeUsernameTaken, http.StatusConflict, "this username is taken"},
+	{session.ErrInvalid, protocol.CodeSessionInvalid, http.StatusUnauthorized, "the session is invalid, expired or revoked"},
+	{session.ErrSessionLimit, protocol.CodeSessionLimit, http.StatusConflict, "this account has reached its limit of signed-in devices"},
+	{session.ErrNotFound, protocol.CodeNotFound, http.StatusNotFound, "not found"},
+	{session.ErrPrecondition, protocol.CodePreconditionFailed, http.StatusPreconditionFailed, "the stored version differs from the one given"},
+	{session.ErrConflict, protocol.CodeConflict, http.StatusConflict, ""},
+	{session.ErrTooLarge, protocol.CodeTooLarge, http.StatusRequestEntityTooLarge, "too large"},
+	{session.ErrUnavailable, protocol.CodeUnavailable, http.StatusServiceUnavailable, "the service is temporarily unavailable; try again"},
+	{session.ErrReauthRequired, protocol.CodeReauthRequired, http.StatusForbidden, "prove the password again first (reauth.start / reauth.finish)"},
+	{session.ErrProof, protocol.CodeProofInvalid, http.StatusUnauthorized, ""},
+	{ErrRateLimited, protocol.CodeRateLimited, http.StatusTooManyRequests, "too many requests; slow down"},
 }
 
 // wireError is an error with its code, status and a message safe to show.
@@ -92,7 +70,7 @@ func classify(err error) (*wireError, bool) {
 			return &wireError{code: e.code, status: e.status, msg: msg}, true
 		}
 	}
-	return &wireError{code: CodeInternal, status: http.StatusInternalServerError, msg: "internal error"}, false
+	return &wireError{code: protocol.CodeInternal, status: http.StatusInternalServerError, msg: "internal error"}, false
 }
 
 // publicMessage strips the package prefix of a domain error ("session: bad input: username is

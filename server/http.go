@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sessiond/sessiond/protocol"
 	"github.com/sessiond/sessiond/session"
 )
 
@@ -44,7 +45,7 @@ func (s *Server) routes() {
 			methodNotAllowed(s, w, r, allow)
 			return
 		}
-		s.httpError(w, r, newWireError(CodeNotFound, http.StatusNotFound, "no such API endpoint"))
+		s.httpError(w, r, newWireError(protocol.CodeNotFound, http.StatusNotFound, "no such API endpoint"))
 	})
 	if s.cfg.Web != nil {
 		files := http.FileServerFS(s.cfg.Web)
@@ -76,7 +77,7 @@ func allowedMethods(mux *http.ServeMux, r *http.Request, catchAll string) []stri
 // methodNotAllowed answers 405 method_not_allowed with the Allow header.
 func methodNotAllowed(s *Server, w http.ResponseWriter, r *http.Request, allow []string) {
 	w.Header().Set("Allow", strings.Join(allow, ", "))
-	s.httpError(w, r, newWireError(CodeMethodNotAllowed, http.StatusMethodNotAllowed, r.Method+" is not allowed here"))
+	s.httpError(w, r, newWireError(protocol.CodeMethodNotAllowed, http.StatusMethodNotAllowed, r.Method+" is not allowed here"))
 }
 
 // bearerToken returns the token of an `Authorization: Bearer` header; the scheme name is
@@ -101,14 +102,14 @@ func (s *Server) httpError(w http.ResponseWriter, r *http.Request, err error) {
 		s.log.Error().Err(err).Str("path", r.URL.Path).Msg("internal error")
 	}
 	switch we.code {
-	case CodeUnauthenticated:
+	case protocol.CodeUnauthenticated:
 		w.Header().Set("WWW-Authenticate", "Bearer")
-	case CodeSessionInvalid:
+	case protocol.CodeSessionInvalid:
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-	case CodeProofInvalid:
+	case protocol.CodeProofInvalid:
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token", error_description="proof of possession required"`)
 	}
-	writeJSON(w, we.status, errorFields{Code: we.code, Message: we.msg})
+	writeJSON(w, we.status, protocol.ErrorBody{Code: we.code, Message: we.msg})
 }
 
 // auth resolves the bearer token to a live session, records the activity and puts the session
@@ -118,11 +119,11 @@ func (s *Server) auth(next http.HandlerFunc) http.Handler {
 		h := r.Header.Get("Authorization")
 		scheme, token, ok := strings.Cut(h, " ")
 		if h == "" {
-			s.httpError(w, r, newWireError(CodeUnauthenticated, http.StatusUnauthorized, "an Authorization: Bearer token is required"))
+			s.httpError(w, r, newWireError(protocol.CodeUnauthenticated, http.StatusUnauthorized, "an Authorization: Bearer token is required"))
 			return
 		}
 		if !ok || !strings.EqualFold(scheme, "Bearer") {
-			s.httpError(w, r, newWireError(CodeUnauthenticated, http.StatusUnauthorized, "the Authorization header must use the Bearer scheme"))
+			s.httpError(w, r, newWireError(protocol.CodeUnauthenticated, http.StatusUnauthorized, "the Authorization header must use the Bearer scheme"))
 			return
 		}
 		ip := s.clientIP(r)
@@ -201,7 +202,7 @@ func (s *Server) handleGetSession(w http.ResponseWriter, r *http.Request) {
 	sess, _ := SessionFrom(r.Context())
 	// A struct, not a map: this answer is the hot path of validation load.
 	writeJSON(w, http.StatusOK, struct {
-		Session SessionObject `json:"session"`
+		Session protocol.Session `json:"session"`
 	}{sessionObject(s.mgr.Info(sess), "")})
 }
 
@@ -212,7 +213,7 @@ func (s *Server) handleRefresh(w http.ResponseWriter, r *http.Request) {
 	}
 	token, ok := bearerToken(r)
 	if !ok {
-		s.httpError(w, r, newWireError(CodeUnauthenticated, http.StatusUnauthorized, "an Authorization: Bearer token is required"))
+		s.httpError(w, r, newWireError(protocol.CodeUnauthenticated, http.StatusUnauthorized, "an Authorization: Bearer token is required"))
 		return
 	}
 	info, newToken, err := s.mgr.Refresh(r.Context(), token)
@@ -290,17 +291,17 @@ func (s *Server) handlePutVault(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			s.httpError(w, r, newWireError(CodeTooLarge, http.StatusRequestEntityTooLarge, "the vault is limited to 1 MiB"))
+			s.httpError(w, r, newWireError(protocol.CodeTooLarge, http.StatusRequestEntityTooLarge, "the vault is limited to 1 MiB"))
 			return
 		}
-		s.httpError(w, r, newWireError(CodeBadRequest, http.StatusBadRequest, "the request body could not be read"))
+		s.httpError(w, r, newWireError(protocol.CodeBadRequest, http.StatusBadRequest, "the request body could not be read"))
 		return
 	}
 	ifMatch := strings.TrimSpace(r.Header.Get("If-Match"))
 	if ifMatch != "" {
 		unq, err := strconv.Unquote(strings.TrimPrefix(ifMatch, "W/"))
 		if err != nil {
-			s.httpError(w, r, newWireError(CodeBadRequest, http.StatusBadRequest, "If-Match must be a quoted ETag"))
+			s.httpError(w, r, newWireError(protocol.CodeBadRequest, http.StatusBadRequest, "If-Match must be a quoted ETag"))
 			return
 		}
 		ifMatch = unq
@@ -322,21 +323,10 @@ func (s *Server) handlePutVault(w http.ResponseWriter, r *http.Request) {
 // activityLimit is how many recent security events the activity list shows.
 const activityLimit = 50
 
-// ActivityEntry is one row of the user's recent security activity.
-type ActivityEntry struct {
-	Kind      string `json:"kind"`
-	Reason    string `json:"reason,omitempty"`
-	SessionID string `json:"session_id,omitempty"`
-	Current   bool   `json:"current"`
-	Device    string `json:"device,omitempty"`
-	IP        string `json:"ip,omitempty"`
-	At        string `json:"at"`
-}
-
-func activityList(list []session.Activity, currentID string) []ActivityEntry {
-	out := make([]ActivityEntry, 0, len(list))
+func activityList(list []session.Activity, currentID string) []protocol.Activity {
+	out := make([]protocol.Activity, 0, len(list))
 	for _, a := range list {
-		out = append(out, ActivityEntry{Kind: a.Kind, Reason: a.Reason, SessionID: a.SessionID,
+		out = append(out, protocol.Activity{Kind: a.Kind, Reason: a.Reason, SessionID: a.SessionID,
 			Current: a.SessionID != "" && a.SessionID == currentID, Device: a.Device, IP: a.IP, At: wireTime(a.At)})
 	}
 	return out
@@ -362,7 +352,7 @@ func (s *Server) verifyProof(r *http.Request, sess session.Session) error {
 	if r.Body != nil {
 		b, err := io.ReadAll(io.LimitReader(r.Body, session.MaxVaultSize+1))
 		if err != nil {
-			return newWireError(CodeBadRequest, http.StatusBadRequest, "the request body could not be read")
+			return newWireError(protocol.CodeBadRequest, http.StatusBadRequest, "the request body could not be read")
 		}
 		body = b
 		r.Body = io.NopCloser(bytes.NewReader(b))
@@ -383,7 +373,7 @@ func (s *Server) proofSeen(ctx context.Context) func([]byte) (bool, error) {
 		add = sc.AddShared
 	}
 	return func(sig []byte) (bool, error) {
-		n, err := add(ctx, "pop:"+session.EncodeB64(sig), 1, 2*session.ProofWindow)
+		n, err := add(ctx, "pop:"+session.EncodeB64(sig), 1, 2*protocol.ProofWindow)
 		return n > 1, err
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sessiond/sessiond/hub"
+	"github.com/sessiond/sessiond/protocol"
 	"github.com/sessiond/sessiond/session"
 )
 
@@ -27,10 +28,10 @@ const (
 
 // event is the hub payload: what happened, for the devices and nodes that must know.
 type event struct {
-	Kind     string        `json:"k"`
-	IDs      []string      `json:"ids,omitempty"`
-	Reason   string        `json:"reason,omitempty"`
-	Sessions []DeviceEntry `json:"sessions,omitempty"`
+	Kind     string            `json:"k"`
+	IDs      []string          `json:"ids,omitempty"`
+	Reason   string            `json:"reason,omitempty"`
+	Sessions []protocol.Device `json:"sessions,omitempty"`
 }
 
 // Notifier implements session.Notifier over the hub. It needs the manager to list a user's

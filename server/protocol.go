@@ -6,22 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sessiond/sessiond/protocol"
 	"github.com/sessiond/sessiond/session"
-)
-
-// Subprotocol is the WebSocket subprotocol a client must offer.
-const Subprotocol = "sessiond.v1"
-
-// MaxMessageBytes is the largest client message.
-const MaxMessageBytes = 64 << 10
-
-// WebSocket close codes of the protocol beyond RFC 6455's.
-const (
-	CloseProtocolViolation = 4400
-	CloseExpired           = 4401
-	CloseRevoked           = 4403
-	CloseHandshakeTimeout  = 4408
-	CloseRateLimited       = 4429
 )
 
 // Inbound is a decoded client message. Fields not used by its type are ignored.
@@ -66,47 +52,21 @@ func DecodeInbound(data []byte) (Inbound, error) {
 	return in, nil
 }
 
-// wireTime formats a time as RFC 3339 in UTC with milliseconds.
-func wireTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z07:00") }
+// wireTime formats a time for the wire.
+func wireTime(t time.Time) string { return protocol.Time(t) }
 
-// SessionObject is the wire form of a session.
-type SessionObject struct {
-	ID            string `json:"id"`
-	Token         string `json:"token,omitempty"`
-	UserID        string `json:"user_id"`
-	VaultID       string `json:"vault_id"`
-	Device        string `json:"device"`
-	CreatedAt     string `json:"created_at"`
-	LastSeenAt    string `json:"last_seen_at"`
-	IdleExpiresAt string `json:"idle_expires_at"`
-	ExpiresAt     string `json:"expires_at"`
-	// PoP is true when the session requires a proof of possession (addition).
-	PoP bool `json:"pop,omitempty"`
-}
-
-func sessionObject(i session.Info, token string) SessionObject {
-	return SessionObject{
+func sessionObject(i session.Info, token string) protocol.Session {
+	return protocol.Session{
 		ID: i.ID, Token: token, UserID: i.UserID, VaultID: i.VaultID, Device: i.Device.Label, PoP: len(i.Device.PoPKey) > 0,
 		CreatedAt: wireTime(i.CreatedAt), LastSeenAt: wireTime(i.LastSeenAt),
 		IdleExpiresAt: wireTime(i.IdleExpiresAt), ExpiresAt: wireTime(i.ExpiresAt),
 	}
 }
 
-// DeviceEntry is one row of sessions.list and notice.sessions_changed.
-type DeviceEntry struct {
-	ID            string `json:"id"`
-	Current       bool   `json:"current"`
-	Device        string `json:"device"`
-	CreatedAt     string `json:"created_at"`
-	LastSeenAt    string `json:"last_seen_at"`
-	IdleExpiresAt string `json:"idle_expires_at"`
-	ExpiresAt     string `json:"expires_at"`
-}
-
-func deviceList(infos []session.Info, currentID string) []DeviceEntry {
-	out := make([]DeviceEntry, 0, len(infos))
+func deviceList(infos []session.Info, currentID string) []protocol.Device {
+	out := make([]protocol.Device, 0, len(infos))
 	for _, i := range infos {
-		out = append(out, DeviceEntry{
+		out = append(out, protocol.Device{
 			ID: i.ID, Current: i.ID == currentID, Device: i.Device.Label, CreatedAt: wireTime(i.CreatedAt),
 			LastSeenAt: wireTime(i.LastSeenAt), IdleExpiresAt: wireTime(i.IdleExpiresAt), ExpiresAt: wireTime(i.ExpiresAt),
 		})
@@ -138,9 +98,4 @@ func encode(typ, id string, fields any) []byte {
 	}
 	buf.WriteByte('}')
 	return buf.Bytes()
-}
-
-type errorFields struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
 }

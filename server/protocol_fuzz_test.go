@@ -3,6 +3,8 @@ package server
 import (
 	"encoding/json"
 	"testing"
+
+	"github.com/sessiond/sessiond/protocol"
 )
 
 // FuzzDecodeInbound: any frame decodes to a message or a bad_request error, never a panic, and
@@ -29,11 +31,11 @@ func FuzzDecodeInbound(f *testing.F) {
 			t.Fatalf("invalid JSON accepted: %q", data)
 		}
 		we, known := classify(err)
-		if err != nil && (!known || we.code != CodeBadRequest) {
+		if err != nil && (!known || we.code != protocol.CodeBadRequest) {
 			t.Fatalf("decode error is not bad_request: %v", err)
 		}
 		// Every reply we could build for it is valid JSON.
-		if out := encode("error", in.ID, errorFields{Code: "bad_request", Message: "x"}); !json.Valid(out) {
+		if out := encode("error", in.ID, protocol.ErrorBody{Code: "bad_request", Message: "x"}); !json.Valid(out) {
 			t.Fatalf("encoded reply is not JSON: %q", out)
 		}
 	})

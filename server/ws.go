@@ -16,6 +16,7 @@ import (
 	"github.com/coder/websocket"
 	"golang.org/x/time/rate"
 
+	"github.com/sessiond/sessiond/protocol"
 	"github.com/sessiond/sessiond/session"
 )
 
@@ -85,7 +86,7 @@ type conn struct {
 func offersSubprotocol(r *http.Request) bool {
 	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
 		for _, p := range strings.Split(h, ",") {
-			if strings.TrimSpace(p) == Subprotocol {
+			if strings.TrimSpace(p) == protocol.Subprotocol {
 				return true
 			}
 		}
@@ -95,17 +96,17 @@ func offersSubprotocol(r *http.Request) bool {
 
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if !offersSubprotocol(r) {
-		s.httpError(w, r, newWireError(CodeBadRequest, http.StatusBadRequest, "the WebSocket subprotocol "+Subprotocol+" must be offered"))
+		s.httpError(w, r, newWireError(protocol.CodeBadRequest, http.StatusBadRequest, "the WebSocket subprotocol "+protocol.Subprotocol+" must be offered"))
 		return
 	}
 	if !s.originAllowed(r) {
-		s.httpError(w, r, newWireError(CodeForbidden, http.StatusForbidden, "this Origin may not open a WebSocket here"))
+		s.httpError(w, r, newWireError(protocol.CodeForbidden, http.StatusForbidden, "this Origin may not open a WebSocket here"))
 		return
 	}
 	ip := s.clientIP(r)
 	if !s.connsPerAddr.acquire(limitKey(ip), s.limits.ConnectionsPerAddr) {
 		s.metrics.rateLimited.WithLabelValues("connections_per_address").Inc()
-		s.httpError(w, r, newWireError(CodeRateLimited, http.StatusTooManyRequests, "too many connections from this address"))
+		s.httpError(w, r, newWireError(protocol.CodeRateLimited, http.StatusTooManyRequests, "too many connections from this address"))
 		return
 	}
 	// The HTTP server's read and write deadlines bound requests; a WebSocket lives on after
@@ -114,7 +115,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	_ = rc.SetReadDeadline(time.Time{})
 	_ = rc.SetWriteDeadline(time.Time{})
 	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{
-		Subprotocols:       []string{Subprotocol},
+		Subprotocols:       []string{protocol.Subprotocol},
 		InsecureSkipVerify: true, // the Origin was checked above against our own allow-list
 		CompressionMode:    websocket.CompressionDisabled,
 	})
@@ -122,7 +123,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		s.connsPerAddr.release(limitKey(ip))
 		return // Accept has answered the request
 	}
-	ws.SetReadLimit(MaxMessageBytes)
+	ws.SetReadLimit(protocol.MaxMessageBytes)
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	c := &conn{
 		srv: s, ws: ws, ctx: ctx, cancel: cancel, ip: ip, userAgent: r.UserAgent(), tokensOK: s.tokensAllowed(r),
@@ -150,7 +151,7 @@ func (c *conn) serve() {
 		authed := c.sess != nil
 		c.mu.Unlock()
 		if !authed {
-			c.closeAfter(nil, CloseHandshakeTimeout, "no login or resume within the handshake deadline")
+			c.closeAfter(nil, protocol.CloseHandshakeTimeout, "no login or resume within the handshake deadline")
 		}
 	})
 	c.readLoop()
@@ -324,7 +325,7 @@ func (c *conn) replyErr(id string, err error) {
 	if !known {
 		c.srv.log.Error().Err(err).Msg("internal error on a connection")
 	}
-	c.send(encode("error", id, errorFields{Code: we.code, Message: we.msg}))
+	c.send(encode("error", id, protocol.ErrorBody{Code: we.code, Message: we.msg}))
 }
 
 // handle dispatches one client message.
@@ -342,7 +343,7 @@ func (c *conn) handle(data []byte) {
 		n := c.overs
 		c.mu.Unlock()
 		if n > c.srv.limits.MessageBurst {
-			c.closeAfter(nil, CloseRateLimited, "rate limited")
+			c.closeAfter(nil, protocol.CloseRateLimited, "rate limited")
 		}
 		return
 	}
@@ -360,7 +361,7 @@ func (c *conn) handle(data []byte) {
 		"password.change.start", "password.change.finish", "activity.list", "reauth.start", "reauth.finish":
 		c.handleAuthenticated(ctx, in)
 	default:
-		c.bad(in.ID, newWireError(CodeUnknownType, http.StatusBadRequest, "unknown message type"))
+		c.bad(in.ID, newWireError(protocol.CodeUnknownType, http.StatusBadRequest, "unknown message type"))
 		return
 	}
 	c.mu.Lock()
@@ -376,12 +377,12 @@ func (c *conn) bad(id string, err error) {
 	n := c.badInARow
 	c.mu.Unlock()
 	if n >= maxBadInARow {
-		c.closeAfter(nil, CloseProtocolViolation, "too many invalid messages")
+		c.closeAfter(nil, protocol.CloseProtocolViolation, "too many invalid messages")
 	}
 }
 
 func outOfOrder(msg string) error {
-	return newWireError(CodeOutOfOrder, http.StatusConflict, msg)
+	return newWireError(protocol.CodeOutOfOrder, http.StatusConflict, msg)
 }
 
 func (c *conn) handleUnauthenticated(ctx context.Context, in Inbound) {
@@ -595,7 +596,7 @@ func (c *conn) handleAuthenticated(ctx context.Context, in Inbound) {
 	cur := c.sess
 	c.mu.Unlock()
 	if cur == nil {
-		c.replyErr(in.ID, newWireError(CodeUnauthenticated, http.StatusUnauthorized, "sign in or resume first"))
+		c.replyErr(in.ID, newWireError(protocol.CodeUnauthenticated, http.StatusUnauthorized, "sign in or resume first"))
 		return
 	}
 	m := c.srv.mgr
@@ -640,7 +641,7 @@ func (c *conn) handleAuthenticated(ctx context.Context, in Inbound) {
 		c.reply(in.ID, "sessions", map[string]any{"sessions": deviceList(list, s.ID)})
 	case "sessions.revoke":
 		if in.SessionID == "" {
-			c.replyErr(in.ID, newWireError(CodeBadRequest, http.StatusBadRequest, "session_id is required"))
+			c.replyErr(in.ID, newWireError(protocol.CodeBadRequest, http.StatusBadRequest, "session_id is required"))
 			return
 		}
 		if !session.ValidID(in.SessionID) {
@@ -837,13 +838,13 @@ func (c *conn) ended(s session.Session) {
 
 func (c *conn) revokedNotice(reason string) {
 	c.srv.metrics.notice("notice.revoked", "sent")
-	c.closeAfter(encode("notice.revoked", "", map[string]string{"reason": reason}), CloseRevoked, "session revoked")
+	c.closeAfter(encode("notice.revoked", "", map[string]string{"reason": reason}), protocol.CloseRevoked, "session revoked")
 }
 
 func (c *conn) expiredNotice(s session.Session, reason string) {
 	c.srv.metrics.notice("notice.expired", "sent")
 	c.srv.mgr.RecordExpiry(c.ctx, s, reason)
-	c.closeAfter(encode("notice.expired", "", map[string]string{"reason": reason}), CloseExpired, "session expired")
+	c.closeAfter(encode("notice.expired", "", map[string]string{"reason": reason}), protocol.CloseExpired, "session expired")
 }
 
 // scheduleLocked sets the lifecycle timer to the next moment something is due. c.mu is held.
@@ -941,7 +942,7 @@ func (c *conn) Deliver(_ string, payload []byte) {
 			}
 		}
 	case eventChanged:
-		list := make([]DeviceEntry, len(ev.Sessions))
+		list := make([]protocol.Device, len(ev.Sessions))
 		copy(list, ev.Sessions)
 		for i := range list {
 			list[i].Current = list[i].ID == cur.ID

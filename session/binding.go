@@ -3,17 +3,15 @@ package session
 import (
 	"context"
 	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"golang.org/x/crypto/hkdf"
+	"github.com/sessiond/sessiond/protocol"
 )
 
 // Binding ties a session to the client that logged in: a fingerprint compared on later use,
@@ -232,57 +230,6 @@ func (m *Manager) CheckClient(ctx context.Context, s Session, c Client) error {
 // ErrProof is a missing, malformed, stale, wrong or replayed proof of possession.
 var ErrProof = fmt.Errorf("session: proof of possession failed")
 
-// ProofWindow is how far a proof's timestamp may be from the server's clock.
-const ProofWindow = 30 * time.Second
-
-// DerivePoPKey derives the proof-of-possession key from the OPAQUE session key that only the
-// client and the server know: HKDF-SHA256 with the session id as salt.
-func DerivePoPKey(opaqueSessionKey []byte, sessionID string) []byte {
-	key := make([]byte, 32)
-	r := hkdf.New(sha256.New, opaqueSessionKey, []byte(sessionID), []byte("sessiond proof-of-possession v1"))
-	if _, err := io.ReadFull(r, key); err != nil {
-		panic("session: hkdf: " + err.Error())
-	}
-	return key
-}
-
-// ProofMessage is what a proof signs: method, path (with query), timestamp (unix ms) and the
-// SHA-256 of the body, one per line.
-func ProofMessage(method, path string, ts int64, body []byte) []byte {
-	h := sha256.Sum256(body)
-	return []byte("sessiond-pop-v1\n" + method + "\n" + path + "\n" + strconv.FormatInt(ts, 10) + "\n" + EncodeB64(h[:]))
-}
-
-// SignProof returns the proof header value for a request: "t=<unix ms>, sig=<base64url HMAC>".
-func SignProof(key []byte, method, path string, ts int64, body []byte) string {
-	mac := hmac.New(sha256.New, key)
-	mac.Write(ProofMessage(method, path, ts, body))
-	return "t=" + strconv.FormatInt(ts, 10) + ", sig=" + EncodeB64(mac.Sum(nil))
-}
-
-// ParseProof splits a proof header value.
-func ParseProof(v string) (ts int64, sig []byte, err error) {
-	for _, part := range strings.Split(v, ",") {
-		k, val, ok := strings.Cut(strings.TrimSpace(part), "=")
-		if !ok {
-			return 0, nil, ErrProof
-		}
-		switch k {
-		case "t":
-			ts, err = strconv.ParseInt(val, 10, 64)
-		case "sig":
-			sig, err = DecodeB64(val)
-		}
-		if err != nil {
-			return 0, nil, ErrProof
-		}
-	}
-	if ts == 0 || len(sig) != sha256.Size {
-		return 0, nil, ErrProof
-	}
-	return ts, sig, nil
-}
-
 // VerifyProof checks a request's proof against the session's key: a valid MAC over this very
 // request, made within ProofWindow of now. seen is called with the MAC to reject replays; it
 // returns true when the MAC was already used (any node, within the window), and an error when
@@ -299,17 +246,15 @@ func (m *Manager) VerifyProof(s Session, header, method, path string, body []byt
 	if header == "" {
 		return fmt.Errorf("%w: this session requires a proof of possession", ErrProof)
 	}
-	ts, sig, err := ParseProof(header)
+	ts, sig, err := protocol.ParseProof(header)
 	if err != nil {
 		return fmt.Errorf("%w: malformed proof", ErrProof)
 	}
 	d := m.now().Sub(time.UnixMilli(ts))
-	if d > ProofWindow || d < -ProofWindow {
-		return fmt.Errorf("%w: the proof's timestamp is outside the %s window", ErrProof, ProofWindow)
+	if d > protocol.ProofWindow || d < -protocol.ProofWindow {
+		return fmt.Errorf("%w: the proof's timestamp is outside the %s window", ErrProof, protocol.ProofWindow)
 	}
-	mac := hmac.New(sha256.New, dev.PoPKey)
-	mac.Write(ProofMessage(method, path, ts, body))
-	if !hmac.Equal(mac.Sum(nil), sig) {
+	if !hmac.Equal(protocol.ProofMAC(dev.PoPKey, method, path, ts, body), sig) {
 		return fmt.Errorf("%w: the proof does not match this request", ErrProof)
 	}
 	if seen == nil {

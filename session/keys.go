@@ -15,7 +15,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/bytemare/opaque"
+	"github.com/sessiond/sessiond/protocol"
 )
 
 // Keys is the server's secret material. It is loaded from one key file shared by every node of a
@@ -76,7 +76,7 @@ func random(n int) []byte {
 
 // GenerateKeys returns fresh key material.
 func GenerateKeys() *Keys {
-	conf := opaque.DefaultConfiguration()
+	conf := protocol.OPAQUE()
 	sk, pk := conf.KeyGen()
 	return &Keys{
 		OPRFSeed:        conf.GenerateOPRFSeed(),

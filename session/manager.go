@@ -9,19 +9,21 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/sessiond/sessiond/protocol"
 )
 
 // Reasons a session ends, as carried by notice.revoked and notice.expired.
 const (
-	ReasonLogout          = "logout"
-	ReasonRevokedByUser   = "revoked_by_user"
-	ReasonPasswordChanged = "password_changed"
-	ReasonTokenReuse      = "token_reuse"
-	ReasonFingerprint     = "fingerprint_mismatch"
-	ReasonSessionLimit    = "session_limit"
-	ReasonAdmin           = "admin"
-	ReasonIdle            = "idle"
-	ReasonAbsolute        = "absolute"
+	ReasonLogout          = protocol.ReasonLogout
+	ReasonRevokedByUser   = protocol.ReasonRevokedByUser
+	ReasonPasswordChanged = protocol.ReasonPasswordChanged
+	ReasonTokenReuse      = protocol.ReasonTokenReuse
+	ReasonFingerprint     = protocol.ReasonFingerprint
+	ReasonSessionLimit    = protocol.ReasonSessionLimit
+	ReasonAdmin           = protocol.ReasonAdmin
+	ReasonIdle            = protocol.ReasonIdle
+	ReasonAbsolute        = protocol.ReasonAbsolute
 )
 
 // Notifier pushes changes to devices, on every node. Delivery is a hint: the store stays the
@@ -303,7 +305,7 @@ func (m *Manager) createSession(ctx context.Context, u User, dev DeviceInfo, opa
 	}
 	s.IdleExpiresAt = minTime(now.Add(m.policy.IdleTimeout), s.ExpiresAt)
 	if m.pop {
-		dev.PoPKey = DerivePoPKey(opaqueKey, s.ID)
+		dev.PoPKey = protocol.DerivePoPKey(opaqueKey, s.ID)
 	}
 	devJSON, _ := json.Marshal(dev)
 	s.Device = m.keys.seal(devJSON, "device:"+s.ID)

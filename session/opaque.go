@@ -7,7 +7,9 @@ import (
 
 	"github.com/bytemare/ecc"
 	"github.com/bytemare/opaque"
+
 	"github.com/bytemare/opaque/message"
+	"github.com/sessiond/sessiond/protocol"
 )
 
 // Argon2id parameters of the client-side key stretching (those of @serenity-kit/opaque 1.1.0).
@@ -40,7 +42,7 @@ type opaqueServer struct {
 const fakePublicKeys = 16
 
 func newOPAQUE(k *Keys) (*opaqueServer, error) {
-	conf := opaque.DefaultConfiguration()
+	conf := protocol.OPAQUE()
 	srv, err := conf.Server()
 	if err != nil {
 		return nil, err

@@ -14,11 +14,12 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/sessiond/sessiond/server/client"
+	"github.com/sessiond/sessiond/client"
+	"github.com/sessiond/sessiond/internal/clientx"
 )
 
 // benchPassword is every load-test account's password. Accounts are registered with the cheap
-// client key stretching (client.KSFCheap): Argon2id runs on the client only, so the server's
+// client key stretching (internal/clientx.Cheap): Argon2id runs on the client only, so the server's
 // work per login is the same as with the interoperable parameters, and the load generator,
 // which shares the machine with the node, does not spend its CPU on 64 MiB hashes.
 const benchPassword = "sessionbench password"
@@ -99,7 +100,7 @@ func registerUsers(ctx context.Context, base string, names []string, conc int, h
 	err := runParallel(ctx, len(names), conc, func(ctx context.Context, i int) error {
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		c, err := client.Dial(cctx, base, client.Options{KSF: client.KSFCheap, HTTPClient: hc})
+		c, err := client.Dial(cctx, base, clientx.Cheap(client.Options{HTTPClient: hc}))
 		if err != nil {
 			return fmt.Errorf("register %s: %w", names[i], err)
 		}
@@ -119,7 +120,7 @@ func registerUsers(ctx context.Context, base string, names []string, conc int, h
 func loginOnce(ctx context.Context, base, user string, hc *http.Client) (login, error) {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	c, err := client.Dial(cctx, base, client.Options{KSF: client.KSFCheap, HTTPClient: hc})
+	c, err := client.Dial(cctx, base, clientx.Cheap(client.Options{HTTPClient: hc}))
 	if err != nil {
 		return login{}, err
 	}

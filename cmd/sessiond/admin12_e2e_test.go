@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sessiond/sessiond/server/client"
+	"github.com/sessiond/sessiond/client"
 	"github.com/sessiond/sessiond/session"
 )
 

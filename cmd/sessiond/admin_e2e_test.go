@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sessiond/sessiond/server/client"
+	"github.com/sessiond/sessiond/client"
 )
 
 func freeAddr(t *testing.T) string {

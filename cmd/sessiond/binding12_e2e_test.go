@@ -12,7 +12,8 @@ import (
 
 	_ "modernc.org/sqlite"
 
-	"github.com/sessiond/sessiond/server/client"
+	"github.com/sessiond/sessiond/client"
+	"github.com/sessiond/sessiond/internal/clientx"
 )
 
 const chromeNextUA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/132.0.6834.83 Safari/537.36"
@@ -20,7 +21,7 @@ const chromeNextUA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML,
 // signUpWithUA registers a fresh user and signs in on a connection sending User-Agent ua.
 func signUpWithUA(t *testing.T, n *node, ua string) (*client.Conn, client.LoginResult) {
 	t.Helper()
-	c := dial(t, n, client.Options{KSF: client.KSFCheap, Header: withUA(ua)})
+	c := dial(t, n, clientx.Cheap(client.Options{Header: withUA(ua)}))
 	name := uniqueName("bind")
 	if _, _, err := c.Register(ctxT(t), name, "pw"); err != nil {
 		t.Fatal(err)
@@ -49,7 +50,7 @@ func TestProofBeforeFingerprint(t *testing.T) {
 	thief := client.NewAPI(n.Base, res.Session.Token)
 	r, _ := thief.Do(ctx, http.MethodGet, "/api/v1/session", nil, withUA(firefoxUA))
 	wantStatus(t, "token alone from another browser", r, http.StatusUnauthorized, "proof_invalid")
-	c := dial(t, n, client.Options{KSF: client.KSFCheap, Header: withUA(firefoxUA)})
+	c := dial(t, n, clientx.Cheap(client.Options{Header: withUA(firefoxUA)}))
 	if _, err := c.Resume(ctx, res.Session.Token); !client.IsCode(err, "proof_invalid") {
 		t.Fatalf("resume with the token alone from another browser: %v", err)
 	}

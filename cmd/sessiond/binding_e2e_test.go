@@ -8,8 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sessiond/sessiond/server/client"
-	"github.com/sessiond/sessiond/session"
+	"github.com/sessiond/sessiond/client"
+	"github.com/sessiond/sessiond/internal/clientx"
+	"github.com/sessiond/sessiond/protocol"
 )
 
 const (
@@ -31,7 +32,7 @@ func TestFingerprint(t *testing.T) {
 	n := startNode(t, nil)
 	ctx := ctxT(t)
 	name := uniqueName("fp")
-	phone := dial(t, n, client.Options{KSF: client.KSFCheap, Header: withUA(chromeUA)})
+	phone := dial(t, n, clientx.Cheap(client.Options{Header: withUA(chromeUA)}))
 	if _, _, err := phone.Register(ctx, name, "pw"); err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +40,7 @@ func TestFingerprint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	laptop := dial(t, n, client.Options{KSF: client.KSFCheap, Header: withUA(chromeUA)})
+	laptop := dial(t, n, clientx.Cheap(client.Options{Header: withUA(chromeUA)}))
 	res, err := laptop.Login(ctx, name, "pw", "laptop")
 	if err != nil {
 		t.Fatal(err)
@@ -153,7 +154,7 @@ func TestProofOfPossession(t *testing.T) {
 	// Replay of a captured signed request, a proof for another path or body, a stale proof,
 	// and a proof under another key.
 	now := time.Now().UnixMilli()
-	captured := session.SignProof(res.PoPKey, "GET", "/api/v1/session", now, nil)
+	captured := protocol.SignProof(res.PoPKey, "GET", "/api/v1/session", now, nil)
 	send := func(method, path string, body []byte, proof string) client.Response {
 		t.Helper()
 		r, err := thief.Do(ctx, method, path, body, http.Header{"Sessiond-PoP": {proof}})
@@ -172,16 +173,16 @@ func TestProofOfPossession(t *testing.T) {
 		}
 	}
 	refused("replayed proof", send("GET", "/api/v1/session", nil, captured))
-	refused("proof for another path", send("GET", "/api/v1/sessions", nil, session.SignProof(res.PoPKey, "GET", "/api/v1/session", now+1, nil)))
-	refused("proof for another body", send("PUT", "/api/v1/vault", []byte("evil"), session.SignProof(res.PoPKey, "PUT", "/api/v1/vault", now+2, []byte("good"))))
-	refused("stale proof", send("GET", "/api/v1/session", nil, session.SignProof(res.PoPKey, "GET", "/api/v1/session", now-int64(time.Minute/time.Millisecond), nil)))
-	refused("proof under another key", send("GET", "/api/v1/session", nil, session.SignProof(make([]byte, 32), "GET", "/api/v1/session", now+3, nil)))
+	refused("proof for another path", send("GET", "/api/v1/sessions", nil, protocol.SignProof(res.PoPKey, "GET", "/api/v1/session", now+1, nil)))
+	refused("proof for another body", send("PUT", "/api/v1/vault", []byte("evil"), protocol.SignProof(res.PoPKey, "PUT", "/api/v1/vault", now+2, []byte("good"))))
+	refused("stale proof", send("GET", "/api/v1/session", nil, protocol.SignProof(res.PoPKey, "GET", "/api/v1/session", now-int64(time.Minute/time.Millisecond), nil)))
+	refused("proof under another key", send("GET", "/api/v1/session", nil, protocol.SignProof(make([]byte, 32), "GET", "/api/v1/session", now+3, nil)))
 	// The proof-less request, the replay and the bad proofs ended nothing: the session works.
 	if _, err := good.Session(ctx); err != nil {
 		t.Fatalf("the session after refused proofs: %v", err)
 	}
 	// A captured resume proof works once.
-	resume := session.SignProof(res.PoPKey, "RESUME", "/ws", now-5000, []byte(res.Session.Token)) // unlike any a client signs now
+	resume := protocol.SignProof(res.PoPKey, "RESUME", "/ws", now-5000, []byte(res.Session.Token)) // unlike any a client signs now
 	first := dial(t, n, cheap)
 	if _, err := first.Call(ctx, "session.resume", map[string]any{"token": res.Session.Token, "proof": resume}); err != nil {
 		t.Fatalf("first use of a resume proof: %v", err)
@@ -227,7 +228,7 @@ func TestProofReplayAcrossNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now().UnixMilli()
-	proof := session.SignProof(res.PoPKey, "GET", "/api/v1/session", now, nil)
+	proof := protocol.SignProof(res.PoPKey, "GET", "/api/v1/session", now, nil)
 	h := http.Header{"Sessiond-PoP": {proof}}
 	r1, err := client.NewAPI(c.n1.Base, res.Session.Token).Do(ctx, "GET", "/api/v1/session", nil, h)
 	if err != nil || r1.Status != 200 {
@@ -238,7 +239,7 @@ func TestProofReplayAcrossNodes(t *testing.T) {
 		t.Fatalf("replay on node 2: %v %d %s, want 401 proof_invalid", err, r2.Status, r2.Body)
 	}
 
-	resume := session.SignProof(res.PoPKey, "RESUME", "/ws", now+1, []byte(res.Session.Token))
+	resume := protocol.SignProof(res.PoPKey, "RESUME", "/ws", now+1, []byte(res.Session.Token))
 	on1 := dialBase(t, c.n1.Base)
 	if _, err := on1.Call(ctx, "session.resume", map[string]any{"token": res.Session.Token, "proof": resume}); err != nil {
 		t.Fatalf("resume on node 1: %v", err)

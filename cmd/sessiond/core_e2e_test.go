@@ -18,10 +18,11 @@ import (
 	"github.com/coder/websocket"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/sessiond/sessiond/server/client"
+	"github.com/sessiond/sessiond/client"
+	"github.com/sessiond/sessiond/internal/clientx"
 )
 
-var cheap = client.Options{KSF: client.KSFCheap}
+var cheap = clientx.Cheap(client.Options{})
 
 func dial(t *testing.T, n *node, opts client.Options) *client.Conn {
 	t.Helper()
@@ -77,7 +78,7 @@ func coreFlow(t *testing.T, n *node) {
 	name := uniqueName("Ünïcode-User")
 
 	// Register with a hand-driven OPAQUE client, so the test holds the record it sent.
-	c := dial(t, n, client.Options{KSF: client.KSFCheap, Header: http.Header{"User-Agent": {userAgent}}})
+	c := dial(t, n, clientx.Cheap(client.Options{Header: http.Header{"User-Agent": {userAgent}}}))
 	userID, msgs := registerRaw(t, ctx, c, name, lastSecrets.password)
 	lastSecrets.raw = append(lastSecrets.raw, msgs[2]) // the record: it is what rests on the server
 	if userID == "" {
@@ -134,7 +135,7 @@ func coreFlow(t *testing.T, n *node) {
 	}
 
 	// Resume on a new connection with the token (from the same device: its User-Agent).
-	c3 := dial(t, n, client.Options{KSF: client.KSFCheap, Header: http.Header{"User-Agent": {userAgent}}})
+	c3 := dial(t, n, clientx.Cheap(client.Options{Header: http.Header{"User-Agent": {userAgent}}}))
 	rs, err := c3.ResumeWithProof(ctx, s.Token, res.PoPKey)
 	if err != nil || rs.ID != s.ID || rs.Token != "" {
 		t.Fatalf("resume: %+v %v", rs, err)
@@ -355,7 +356,7 @@ func refusalsFlow(t *testing.T, n *node) {
 	own := dial(t, n, client.Options{Origin: n.Base})
 	_ = own
 	// Missing subprotocol: 400.
-	_, err = client.Dial(ctx, n.Base, client.Options{NoSubprotocol: true})
+	_, err = client.Dial(ctx, n.Base, clientx.NoSubprotocol(client.Options{}))
 	if !errors.As(err, &de) || de.Status != 400 {
 		t.Fatalf("no subprotocol: %v", err)
 	}
@@ -363,7 +364,7 @@ func refusalsFlow(t *testing.T, n *node) {
 	c := dial(t, n, cheap)
 	call := func(raw string) client.Message {
 		t.Helper()
-		if err := c.SendRaw(ctx, websocket.MessageText, []byte(raw)); err != nil {
+		if err := clientx.SendRaw(ctx, c, websocket.MessageText, []byte(raw)); err != nil {
 			t.Fatal(err)
 		}
 		select {
@@ -424,11 +425,11 @@ func refusalsFlow(t *testing.T, n *node) {
 
 	// Binary frame: 1003.
 	b := dial(t, n, cheap)
-	_ = b.SendRaw(ctx, websocket.MessageBinary, []byte{1, 2, 3})
+	_ = clientx.SendRaw(ctx, b, websocket.MessageBinary, []byte{1, 2, 3})
 	waitClosed(t, b, 1003)
 	// Too big: 1009.
 	big := dial(t, n, cheap)
-	_ = big.SendRaw(ctx, websocket.MessageText, []byte(`{"type":"ping","pad":"`+strings.Repeat("x", 70000)+`"}`))
+	_ = clientx.SendRaw(ctx, big, websocket.MessageText, []byte(`{"type":"ping","pad":"`+strings.Repeat("x", 70000)+`"}`))
 	waitClosed(t, big, 1009)
 	// Exactly at the limit is allowed.
 	edge := dial(t, n, cheap)
@@ -437,18 +438,18 @@ func refusalsFlow(t *testing.T, n *node) {
 	if len(msg) != 65536 {
 		t.Fatalf("edge message is %d bytes", len(msg))
 	}
-	_ = edge.SendRaw(ctx, websocket.MessageText, []byte(msg))
+	_ = clientx.SendRaw(ctx, edge, websocket.MessageText, []byte(msg))
 	if m := secNext(t, edge, "64 KiB message"); m.Type != "pong" {
 		t.Fatalf("64 KiB message: %+v", m)
 	}
 	// Invalid UTF-8: 1007.
 	u := dial(t, n, cheap)
-	_ = u.SendRaw(ctx, websocket.MessageText, []byte("{\"type\":\"\xff\"}"))
+	_ = clientx.SendRaw(ctx, u, websocket.MessageText, []byte("{\"type\":\"\xff\"}"))
 	waitClosed(t, u, 1007)
 	// A peer that keeps sending garbage is closed with 4400.
 	g := dial(t, n, cheap)
 	for i := 0; i < 10; i++ {
-		_ = g.SendRaw(ctx, websocket.MessageText, []byte("garbage"))
+		_ = clientx.SendRaw(ctx, g, websocket.MessageText, []byte("garbage"))
 	}
 	waitClosed(t, g, 4400)
 	// And the server still serves.

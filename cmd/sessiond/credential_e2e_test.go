@@ -9,7 +9,7 @@ import (
 
 	"github.com/bytemare/opaque"
 
-	"github.com/sessiond/sessiond/server/client"
+	"github.com/sessiond/sessiond/client"
 )
 
 // heldProof is a KE3 computed from a challenge and kept back, as an attacker who knows the

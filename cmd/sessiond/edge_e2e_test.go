@@ -21,7 +21,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sessiond/sessiond/server/client"
+	"github.com/sessiond/sessiond/client"
+	"github.com/sessiond/sessiond/internal/clientx"
 )
 
 // adminSessions lists a user's sessions through the admin API (it shows the recorded address).
@@ -51,7 +52,7 @@ func TestTrustedProxy(t *testing.T) {
 
 	name := uniqueName("proxied")
 	from := func(ip string) client.Options {
-		return client.Options{KSF: client.KSFCheap, HTTPClient: httpFrom(ip)}
+		return clientx.Cheap(client.Options{HTTPClient: httpFrom(ip)})
 	}
 	ctxDial, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -67,8 +68,8 @@ func TestTrustedProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Directly, from an untrusted peer, with forged headers.
-	forged := client.Options{KSF: client.KSFCheap, HTTPClient: httpFrom("127.0.0.9"),
-		Header: http.Header{"X-Forwarded-For": {"203.0.113.66"}, "Forwarded": {"for=198.51.100.77"}}}
+	forged := clientx.Cheap(client.Options{HTTPClient: httpFrom("127.0.0.9"),
+		Header: http.Header{"X-Forwarded-For": {"203.0.113.66"}, "Forwarded": {"for=198.51.100.77"}}})
 	direct, err := client.Dial(ctxDial, n.Base, forged)
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +129,7 @@ func TestPlainHTTPRefusesTokens(t *testing.T) {
 		t.Fatalf("with SESSIOND_INSECURE_HTTP: %v", err)
 	}
 	proxied := startNode(t, map[string]string{"SESSIOND_ADDR": "0.0.0.0:0", "SESSIOND_TRUSTED_PROXIES": "127.0.0.1"})
-	if err := loginAt(proxied, client.Options{KSF: client.KSFCheap, Header: http.Header{"X-Forwarded-Proto": {"https"}}}); err != nil {
+	if err := loginAt(proxied, clientx.Cheap(client.Options{Header: http.Header{"X-Forwarded-Proto": {"https"}}})); err != nil {
 		t.Fatalf("https forwarded by a trusted proxy: %v", err)
 	}
 	if err := loginAt(proxied, cheap); !client.IsCode(err, "forbidden") {
@@ -168,7 +169,7 @@ func TestTLS(t *testing.T) {
 	port := n.Base[strings.LastIndex(n.Base, ":")+1:]
 	base := "https://127.0.0.1:" + port
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	c, err := client.Dial(ctx, base, client.Options{KSF: client.KSFCheap, HTTPClient: hc})
+	c, err := client.Dial(ctx, base, clientx.Cheap(client.Options{HTTPClient: hc}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sessiond/sessiond/server/client"
+	"github.com/sessiond/sessiond/client"
 )
 
 // TestMetricsNotOnPublicListener: /metrics is not served on the main listener, even with no

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/coder/websocket"
+
+	"github.com/sessiond/sessiond/internal/clientx"
 )
 
 // hostileJSON are string values as they appear in a JSON frame (escapes unexpanded): NUL, lone
@@ -42,7 +44,7 @@ func hostileFlow(t *testing.T, n *node) {
 		if onAuthed {
 			c = authed
 		}
-		if err := c.SendRaw(ctx, websocket.MessageText, []byte(frame)); err != nil {
+		if err := clientx.SendRaw(ctx, c, websocket.MessageText, []byte(frame)); err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
 		for {

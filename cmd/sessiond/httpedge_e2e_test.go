@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sessiond/sessiond/server/client"
+	"github.com/sessiond/sessiond/client"
 )
 
 // TestHTTPServerTimeouts: a request whose body trickles in is cut off by the read timeout; a

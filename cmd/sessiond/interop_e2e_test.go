@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sessiond/sessiond/server/client"
+	"github.com/sessiond/sessiond/client"
 )
 
 // interopResult is the JSON line web/interop/interop.mjs prints.
@@ -50,7 +50,7 @@ func TestInteropSerenity(t *testing.T) {
 	// slows down a lot on a busy 2-core machine: allow minutes, not seconds.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	interopOpts := client.Options{KSF: client.KSFInterop}
+	interopOpts := client.Options{}
 
 	// Go registers, serenity logs in (and calls GET /api/v1/session with its token).
 	goUser := uniqueName("go-made")

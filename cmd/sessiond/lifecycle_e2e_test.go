@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sessiond/sessiond/server/client"
+	"github.com/sessiond/sessiond/client"
 )
 
 // End-to-end tests of the session lifecycle (issue "Session lifecycle"): rotation and token

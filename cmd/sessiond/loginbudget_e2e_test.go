@@ -3,13 +3,14 @@ package main
 import (
 	"testing"
 
-	"github.com/sessiond/sessiond/server/client"
+	"github.com/sessiond/sessiond/client"
+	"github.com/sessiond/sessiond/internal/clientx"
 )
 
 // from dials a connection whose client address is ip (a loopback address).
 func from(t *testing.T, n *node, ip string) *client.Conn {
 	t.Helper()
-	return dial(t, n, client.Options{KSF: client.KSFCheap, HTTPClient: httpFrom(ip)})
+	return dial(t, n, clientx.Cheap(client.Options{HTTPClient: httpFrom(ip)}))
 }
 
 // TestLoginLockoutPerAddress: guesses from one address use up that address's budget for the

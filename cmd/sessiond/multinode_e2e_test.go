@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sessiond/sessiond/server/client"
+	"github.com/sessiond/sessiond/client"
 )
 
 // cluster is two real sessiond processes sharing PostgreSQL, Redis and one key file.

@@ -27,7 +27,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/sessiond/sessiond/server/client"
+	"github.com/sessiond/sessiond/client"
 )
 
 // opsEnv lifts the per-address abuse limits: every test client comes from 127.0.0.1.

@@ -12,7 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sessiond/sessiond/server/client"
+	"github.com/sessiond/sessiond/client"
+	"github.com/sessiond/sessiond/internal/clientx"
 )
 
 // reverseProxy is a real reverse proxy in front of base, reaching it from the address from. It
@@ -49,10 +50,10 @@ func TestProxyForwardedHeaderSpoof(t *testing.T) {
 	ctx := ctxT(t)
 	front := reverseProxy(t, n.Base, "127.0.0.2", "")
 	forging := func(i int) client.Options {
-		return client.Options{KSF: client.KSFCheap, HTTPClient: httpFrom("127.0.0.5"), Header: http.Header{
+		return clientx.Cheap(client.Options{HTTPClient: httpFrom("127.0.0.5"), Header: http.Header{
 			"Forwarded":       {"for=198.51.100." + string(rune('1'+i)) + ";proto=https"},
 			"X-Forwarded-For": {"203.0.113." + string(rune('1'+i))},
-		}}
+		}})
 	}
 	dialVia := func(opts client.Options) *client.Conn {
 		t.Helper()
@@ -97,7 +98,7 @@ func TestProxyForwardedProtoSpoof(t *testing.T) {
 	port := n.Base[strings.LastIndex(n.Base, ":")+1:]
 	loginVia := func(front string, h http.Header) error {
 		t.Helper()
-		c, err := client.Dial(ctx, front, client.Options{KSF: client.KSFCheap, Header: h})
+		c, err := client.Dial(ctx, front, clientx.Cheap(client.Options{Header: h}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -123,7 +124,7 @@ func TestLimitPerAddressIPv6Prefix(t *testing.T) {
 	n := startNode(t, map[string]string{"SESSIOND_TRUSTED_PROXIES": "127.0.0.1", "SESSIOND_LOGIN_LIMIT_PER_ADDRESS": "2"})
 	ctx := ctxT(t)
 	from := func(addr string) error {
-		c := dial(t, n, client.Options{KSF: client.KSFCheap, Header: http.Header{"X-Forwarded-For": {addr}}})
+		c := dial(t, n, clientx.Cheap(client.Options{Header: http.Header{"X-Forwarded-For": {addr}}}))
 		_, err := c.Login(ctx, uniqueName("nobody"), "pw", "")
 		return err
 	}

@@ -17,7 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/sessiond/sessiond/server/client"
+	"github.com/sessiond/sessiond/client"
 	"github.com/sessiond/sessiond/session"
 	"github.com/sessiond/sessiond/store"
 )

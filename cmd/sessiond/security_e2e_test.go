@@ -28,7 +28,8 @@ import (
 	"github.com/coder/websocket"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/sessiond/sessiond/server/client"
+	"github.com/sessiond/sessiond/client"
+	"github.com/sessiond/sessiond/internal/clientx"
 )
 
 // End-to-end tests of the security issue: abuse limits, no compression, security headers, the
@@ -284,7 +285,7 @@ func TestLimitPerAddress(t *testing.T) {
 		t.Fatalf("7th login (unknown user): %v, want rate_limited", err)
 	}
 	// Another address has budgets of its own: the limits are per address, not global.
-	other := dial(t, n, client.Options{KSF: client.KSFCheap, HTTPClient: httpFrom("127.0.0.2")})
+	other := dial(t, n, clientx.Cheap(client.Options{HTTPClient: httpFrom("127.0.0.2")}))
 	if _, _, err := other.Register(ctx, uniqueName("addr"), "pw"); err != nil {
 		t.Fatalf("registration from 127.0.0.2 while 127.0.0.1 is limited: %v", err)
 	}
@@ -384,7 +385,7 @@ func TestLimitMessagesPerConnection(t *testing.T) {
 	c := dial(t, n, cheap)
 	const burst = 15
 	for i := 0; i < burst; i++ {
-		if err := c.SendRaw(ctx, websocket.MessageText, []byte(fmt.Sprintf(`{"type":"ping","id":"p%d"}`, i))); err != nil {
+		if err := clientx.SendRaw(ctx, c, websocket.MessageText, []byte(fmt.Sprintf(`{"type":"ping","id":"p%d"}`, i))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -420,7 +421,7 @@ func TestLimitMessagesPerConnection(t *testing.T) {
 	// A peer that keeps going is closed with 4429.
 	k := dial(t, n, cheap)
 	for i := 0; i < 200 && k.CloseCode() == -1; i++ {
-		if k.SendRaw(ctx, websocket.MessageText, []byte(`{"type":"ping"}`)) != nil {
+		if clientx.SendRaw(ctx, k, websocket.MessageText, []byte(`{"type":"ping"}`)) != nil {
 			break
 		}
 	}
@@ -453,7 +454,7 @@ func TestLimitConnectionsPerAddress(t *testing.T) {
 		t.Fatalf("GET /ws over the limit: HTTP %d %s", resp.StatusCode, body)
 	}
 	// Another address is not: the count is per address, not global.
-	if c, err := client.Dial(ctx, n.Base, client.Options{KSF: client.KSFCheap, HTTPClient: httpFrom("127.0.0.2")}); err != nil {
+	if c, err := client.Dial(ctx, n.Base, clientx.Cheap(client.Options{HTTPClient: httpFrom("127.0.0.2")})); err != nil {
 		t.Fatalf("a connection from 127.0.0.2 while 127.0.0.1 is at its limit: %v", err)
 	} else {
 		c.Close()
@@ -1007,7 +1008,7 @@ func secretsScenario(t *testing.T, n *node) (*secretSet, string) {
 	ua := "Mozilla/5.0 (X11; Linux x86_64; rv:130.0) Gecko/20100101 Firefox/130.0 SecretAgent/" + marker
 	ss.metadata = []string{label, ua, "SecretAgent/" + marker, "Firefox on Linux"}
 	withAgent := http.Header{"User-Agent": {ua}}
-	browser := client.Options{KSF: client.KSFCheap, Header: withAgent}
+	browser := clientx.Cheap(client.Options{Header: withAgent})
 	name := uniqueName("secrets")
 
 	// Register and log in by hand, so that the test holds the OPAQUE messages.

@@ -37,7 +37,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/sessiond/sessiond/server/client"
+	"github.com/sessiond/sessiond/client"
+	"github.com/sessiond/sessiond/internal/clientx"
 )
 
 func main() {
@@ -449,7 +450,7 @@ func (r *runner) parallel(n int, fn func(int) error) error {
 }
 
 func (r *runner) dialOpts(d *device) client.Options {
-	return client.Options{KSF: client.KSFCheap, HTTPClient: r.wsHTTP[d.src], Header: http.Header{"User-Agent": {"sessiond-soak/1"}}}
+	return clientx.Cheap(client.Options{HTTPClient: r.wsHTTP[d.src], Header: http.Header{"User-Agent": {"sessiond-soak/1"}}})
 }
 
 func (r *runner) register(u *user) error {

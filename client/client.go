@@ -23,43 +23,45 @@ import (
 	"github.com/bytemare/opaque"
 	"github.com/coder/websocket"
 
-	"github.com/sessiond/sessiond/session"
+	"github.com/sessiond/sessiond/internal/clienthook"
+	"github.com/sessiond/sessiond/protocol"
 )
 
 // Subprotocol is the protocol's WebSocket subprotocol.
-const Subprotocol = "sessiond.v1"
+const Subprotocol = protocol.Subprotocol
 
 var b64 = base64.RawURLEncoding
 
-// KSF selects the client-side key stretching.
-type KSF int
-
-const (
-	// KSFInterop is Argon2id with @serenity-kit/opaque 1.1.0's parameters (t=3, 64 MiB, p=4,
-	// 16 zero bytes of salt, 64-byte output): accounts interoperate with browsers.
-	KSFInterop KSF = iota
-	// KSFCheap is Argon2id with minimal cost, for tests and load generation only: an account
-	// registered with it logs in only with it. Key stretching runs on the client alone, so the
-	// server's work is the same either way.
-	KSFCheap
-)
-
-func (k KSF) options() *opaque.ClientOptions {
-	o := &opaque.ClientOptions{KSFSalt: make([]byte, 16), KSFLength: 64, KSFParameters: []uint64{3, 65536, 4}}
-	if k == KSFCheap {
-		o.KSFParameters = []uint64{1, 64, 1}
+// ksfOptions are the Argon2id options of opts: the protocol's, or minimal ones for tests and
+// load generation (internal/clientx.Cheap).
+func ksfOptions(opts Options) *opaque.ClientOptions {
+	p := protocol.KSF
+	if opts.cheapKSF {
+		p.Time, p.MemoryKiB, p.Threads = 1, 64, 1
 	}
-	return o
+	return p.ClientOptions()
 }
 
 // Options configures a connection. Zero values are fine.
 type Options struct {
-	KSF        KSF
 	Origin     string      // sent as the Origin header when set (browsers always send one)
 	Header     http.Header // extra upgrade headers (e.g. User-Agent)
 	HTTPClient *http.Client
-	// NoSubprotocol omits the subprotocol (to test that the server refuses it).
-	NoSubprotocol bool
+
+	cheapKSF      bool // test hook: internal/clientx.Cheap
+	noSubprotocol bool // test hook: internal/clientx.NoSubprotocol
+}
+
+func init() {
+	clienthook.Cheap = func(o any) any { opts := o.(Options); opts.cheapKSF = true; return opts }
+	clienthook.NoSubprotocol = func(o any) any { opts := o.(Options); opts.noSubprotocol = true; return opts }
+	clienthook.SendRaw = func(conn any, ctx context.Context, binary bool, data []byte) error {
+		typ := websocket.MessageText
+		if binary {
+			typ = websocket.MessageBinary
+		}
+		return conn.(*Conn).ws.Write(ctx, typ, data)
+	}
 }
 
 // Message is one server message: its type, id and the raw JSON for decoding its fields.
@@ -89,29 +91,10 @@ func IsCode(err error, code string) bool {
 }
 
 // Session is the wire session object.
-type Session struct {
-	ID            string `json:"id"`
-	Token         string `json:"token,omitempty"`
-	UserID        string `json:"user_id"`
-	VaultID       string `json:"vault_id"`
-	Device        string `json:"device"`
-	CreatedAt     string `json:"created_at"`
-	LastSeenAt    string `json:"last_seen_at"`
-	IdleExpiresAt string `json:"idle_expires_at"`
-	ExpiresAt     string `json:"expires_at"`
-	PoP           bool   `json:"pop,omitempty"` // the session requires proofs of possession
-}
+type Session = protocol.Session
 
 // Device is a row of the device list.
-type Device struct {
-	ID            string `json:"id"`
-	Current       bool   `json:"current"`
-	Device        string `json:"device"`
-	CreatedAt     string `json:"created_at"`
-	LastSeenAt    string `json:"last_seen_at"`
-	IdleExpiresAt string `json:"idle_expires_at"`
-	ExpiresAt     string `json:"expires_at"`
-}
+type Device = protocol.Device
 
 // Conn is one WebSocket connection to sessiond.
 type Conn struct {
@@ -142,7 +125,7 @@ func Dial(ctx context.Context, base string, opts Options) (*Conn, error) {
 		h.Set("Origin", opts.Origin)
 	}
 	do := &websocket.DialOptions{HTTPHeader: h, HTTPClient: opts.HTTPClient, CompressionMode: websocket.CompressionDisabled}
-	if !opts.NoSubprotocol {
+	if !opts.noSubprotocol {
 		do.Subprotocols = []string{Subprotocol}
 	}
 	ws, resp, err := websocket.Dial(ctx, wsURL, do)
@@ -239,11 +222,6 @@ func (c *Conn) setToken(t string) {
 	c.mu.Unlock()
 }
 
-// SendRaw writes a raw frame (for tests of malformed input).
-func (c *Conn) SendRaw(ctx context.Context, typ websocket.MessageType, data []byte) error {
-	return c.ws.Write(ctx, typ, data)
-}
-
 // Call sends a message of type typ with fields and waits for its reply. An error reply is
 // returned as *Error.
 func (c *Conn) Call(ctx context.Context, typ string, fields map[string]any) (Message, error) {
@@ -285,7 +263,7 @@ func (c *Conn) Call(ctx context.Context, typ string, fields map[string]any) (Mes
 
 // Register creates an account and returns its user id and the OPAQUE export key.
 func (c *Conn) Register(ctx context.Context, username, password string) (string, []byte, error) {
-	oc, err := opaque.DefaultConfiguration().Client()
+	oc, err := protocol.OPAQUE().Client()
 	if err != nil {
 		return "", nil, err
 	}
@@ -329,7 +307,7 @@ func (c *Conn) finishRegistration(oc *opaque.Client, m Message, password string)
 	if err != nil {
 		return "", nil, err
 	}
-	opts := c.opts.KSF.options()
+	opts := ksfOptions(c.opts)
 	rec, exportKey, err := oc.RegistrationFinalize(resp, nil, nil, opts)
 	if err != nil {
 		return "", nil, err
@@ -351,7 +329,7 @@ type LoginResult struct {
 // completes the exchange (with a KE3 that cannot verify) so the server sees and counts the
 // failure; the error is then the server's auth_failed.
 func (c *Conn) Login(ctx context.Context, username, password, device string) (LoginResult, error) {
-	oc, err := opaque.DefaultConfiguration().Client()
+	oc, err := protocol.OPAQUE().Client()
 	if err != nil {
 		return LoginResult{}, err
 	}
@@ -383,7 +361,7 @@ func (c *Conn) Login(ctx context.Context, username, password, device string) (Lo
 	}
 	var ke3b []byte
 	var res LoginResult
-	ke3, sessionKey, exportKey, err := oc.GenerateKE3(ke2, nil, nil, c.opts.KSF.options())
+	ke3, sessionKey, exportKey, err := oc.GenerateKE3(ke2, nil, nil, ksfOptions(c.opts))
 	if err != nil {
 		ke3b = make([]byte, 64)
 		_, _ = rand.Read(ke3b)
@@ -403,7 +381,7 @@ func (c *Conn) Login(ctx context.Context, username, password, device string) (Lo
 	}
 	res.Session = ok.Session
 	if ok.Session.PoP {
-		res.PoPKey = session.DerivePoPKey(res.SessionKey, ok.Session.ID)
+		res.PoPKey = protocol.DerivePoPKey(res.SessionKey, ok.Session.ID)
 	}
 	c.mu.Lock()
 	c.token, c.popKey = ok.Session.Token, res.PoPKey
@@ -421,7 +399,7 @@ func (c *Conn) Resume(ctx context.Context, token string) (Session, error) {
 func (c *Conn) ResumeWithProof(ctx context.Context, token string, popKey []byte) (Session, error) {
 	fields := map[string]any{"token": token}
 	if popKey != nil {
-		fields["proof"] = session.SignProof(popKey, "RESUME", "/ws", time.Now().UnixMilli(), []byte(token))
+		fields["proof"] = protocol.SignProof(popKey, "RESUME", "/ws", time.Now().UnixMilli(), []byte(token))
 	}
 	m, err := c.Call(ctx, "session.resume", fields)
 	if err != nil {
@@ -438,11 +416,7 @@ func (c *Conn) ResumeWithProof(ctx context.Context, token string, popKey []byte)
 }
 
 // Refreshed is the answer to a refresh.
-type Refreshed struct {
-	Token         string `json:"token"`
-	IdleExpiresAt string `json:"idle_expires_at"`
-	ExpiresAt     string `json:"expires_at"`
-}
+type Refreshed = protocol.Refreshed
 
 // Refresh rotates the session's token.
 func (c *Conn) Refresh(ctx context.Context) (Refreshed, error) {
@@ -503,7 +477,7 @@ func (c *Conn) Logout(ctx context.Context) error {
 // Reauth proves the password again on a signed-in connection, as a password change requires
 // when the connection did not log in within the last 10 minutes (e.g. after a resume).
 func (c *Conn) Reauth(ctx context.Context, password string) error {
-	oc, err := opaque.DefaultConfiguration().Client()
+	oc, err := protocol.OPAQUE().Client()
 	if err != nil {
 		return err
 	}
@@ -530,7 +504,7 @@ func (c *Conn) Reauth(ctx context.Context, password string) error {
 		return err
 	}
 	ke3b := make([]byte, 64)
-	if ke3, _, _, err := oc.GenerateKE3(ke2, nil, nil, c.opts.KSF.options()); err == nil {
+	if ke3, _, _, err := oc.GenerateKE3(ke2, nil, nil, ksfOptions(c.opts)); err == nil {
 		ke3b = ke3.Serialize()
 	} else {
 		_, _ = rand.Read(ke3b) // let the server see and count the failure
@@ -542,7 +516,7 @@ func (c *Conn) Reauth(ctx context.Context, password string) error {
 // ChangePassword re-registers the signed-in user with a new password and returns the new
 // export key. Every other session of the user ends.
 func (c *Conn) ChangePassword(ctx context.Context, newPassword string) ([]byte, error) {
-	oc, err := opaque.DefaultConfiguration().Client()
+	oc, err := protocol.OPAQUE().Client()
 	if err != nil {
 		return nil, err
 	}

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sessiond/sessiond/session"
+	"github.com/sessiond/sessiond/protocol"
 )
 
 // API is an authenticated HTTP client of /api/v1.
@@ -88,7 +88,7 @@ func (a *API) Do(ctx context.Context, method, path string, body any, header http
 		req.Header.Set("Authorization", "Bearer "+a.Token)
 	}
 	if a.PoPKey != nil {
-		req.Header.Set("Sessiond-PoP", session.SignProof(a.PoPKey, method, req.URL.RequestURI(), time.Now().UnixMilli(), raw))
+		req.Header.Set("Sessiond-PoP", protocol.SignProof(a.PoPKey, method, req.URL.RequestURI(), time.Now().UnixMilli(), raw))
 	}
 	for k, v := range a.Header {
 		req.Header[k] = v

@@ -48,5 +48,5 @@ func (s *Server) Reconcile(ctx context.Context) int {
 func (c *conn) current() *session.Session {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.sess
+	return c.st.sess
 }

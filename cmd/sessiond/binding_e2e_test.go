@@ -154,7 +154,7 @@ func TestProofOfPossession(t *testing.T) {
 	// Replay of a captured signed request, a proof for another path or body, a stale proof,
 	// and a proof under another key.
 	now := time.Now().UnixMilli()
-	captured := protocol.SignProof(res.PoPKey, "GET", "/api/v1/session", now, nil)
+	captured := protocol.SignProof(res.PoPKey, "GET", "/api/v1/session", now-3000, nil) // unlike any the client signs later
 	send := func(method, path string, body []byte, proof string) client.Response {
 		t.Helper()
 		r, err := thief.Do(ctx, method, path, body, http.Header{"Sessiond-PoP": {proof}})

@@ -60,6 +60,8 @@ type Hub struct {
 	// Unsubscribe racing on one topic could reach the broker in the opposite order and leave
 	// the node unsubscribed while it has sinks.
 	order [lockStripes]sync.Mutex
+
+	onReconnect []func() // run after the broker re-connected
 }
 
 // New returns a Hub over broker.
@@ -71,7 +73,34 @@ func New(b Broker) *Hub {
 		links:  map[string]linkState{},
 	}
 	b.Handle(h.deliver)
+	if r, ok := b.(*Redis); ok {
+		prev := r.onReconnect
+		r.onReconnect = func() {
+			if prev != nil {
+				prev()
+			}
+			h.reconnected()
+		}
+	}
 	return h
+}
+
+// OnReconnect registers f to run after every re-connection of the broker: messages published
+// meanwhile may be lost, so whoever holds state built from them re-checks it (the server
+// reconciles its live connections with the store). Register before Run.
+func (h *Hub) OnReconnect(f func()) {
+	h.mu.Lock()
+	h.onReconnect = append(h.onReconnect, f)
+	h.mu.Unlock()
+}
+
+func (h *Hub) reconnected() {
+	h.mu.RLock()
+	fs := append([]func(){}, h.onReconnect...)
+	h.mu.RUnlock()
+	for _, f := range fs {
+		f()
+	}
 }
 
 // Subscribe adds s to topic. The node subscribes at the broker with its first local sink, and

@@ -3,8 +3,6 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"sync/atomic"
-	"time"
 
 	"github.com/rs/zerolog"
 
@@ -39,16 +37,12 @@ type event struct {
 type Notifier struct {
 	hub *hub.Hub
 	log zerolog.Logger
-	mgr atomic.Pointer[session.Manager]
 }
 
 var _ session.Notifier = (*Notifier)(nil)
 
 // NewNotifier returns a Notifier publishing on h.
 func NewNotifier(h *hub.Hub, log zerolog.Logger) *Notifier { return &Notifier{hub: h, log: log} }
-
-// Attach sets the manager whose sessions the notifier lists.
-func (n *Notifier) Attach(m *session.Manager) { n.mgr.Store(m) }
 
 func (n *Notifier) publish(ctx context.Context, topic string, ev event) {
 	payload, _ := json.Marshal(ev)
@@ -65,19 +59,8 @@ func (n *Notifier) Revoked(ctx context.Context, userID string, ids []string, rea
 }
 
 // Changed implements session.Notifier.
-func (n *Notifier) Changed(ctx context.Context, userID string) {
-	m := n.mgr.Load()
-	if m == nil {
-		return
-	}
-	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	list, err := m.List(lctx, userID)
-	if err != nil {
-		n.log.Warn().Err(err).Msg("device list for notice.sessions_changed not read")
-		return
-	}
-	n.publish(ctx, userTopic(userID), event{Kind: eventChanged, Sessions: deviceList(list, "")})
+func (n *Notifier) Changed(ctx context.Context, userID string, sessions []session.Info) {
+	n.publish(ctx, userTopic(userID), event{Kind: eventChanged, Sessions: deviceList(sessions, "")})
 }
 
 // Rotated implements session.Notifier.

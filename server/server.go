@@ -106,6 +106,13 @@ func New(cfg Config) (*Server, error) {
 			return 0
 		}))
 	s.routes()
+	// Notices published while the cross-node link was down may be lost: after a re-connection,
+	// every live connection is checked against the store.
+	cfg.Hub.OnReconnect(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		s.Reconcile(ctx)
+	})
 	return s, nil
 }
 

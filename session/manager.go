@@ -31,8 +31,9 @@ const (
 type Notifier interface {
 	// Revoked tells every connection of these sessions of userID that they ended for reason.
 	Revoked(ctx context.Context, userID string, sessionIDs []string, reason string)
-	// Changed tells every connection of userID that the user's device list changed.
-	Changed(ctx context.Context, userID string)
+	// Changed tells every connection of userID that the user's device list changed; sessions
+	// is the list as it is now.
+	Changed(ctx context.Context, userID string, sessions []Info)
 	// Rotated tells every node that a session's token changed, so cached validations of the
 	// old token are dropped.
 	Rotated(ctx context.Context, userID, sessionID string)
@@ -42,7 +43,7 @@ type Notifier interface {
 type NopNotifier struct{}
 
 func (NopNotifier) Revoked(context.Context, string, []string, string) {}
-func (NopNotifier) Changed(context.Context, string)                   {}
+func (NopNotifier) Changed(context.Context, string, []Info)           {}
 func (NopNotifier) Rotated(context.Context, string, string)           {}
 
 // DeviceInfo describes the device of a session. It is sealed at rest.
@@ -326,7 +327,7 @@ func (m *Manager) createSession(ctx context.Context, u User, dev DeviceInfo, opa
 	if len(evicted) > 0 {
 		m.afterRevoke(ctx, u.ID, evicted, ReasonSessionLimit)
 	} else {
-		m.notifier.Changed(ctx, u.ID)
+		m.changed(ctx, u.ID)
 	}
 	return m.info(s), token, nil
 }
@@ -614,7 +615,7 @@ func (m *Manager) PasswordChangeFinish(ctx context.Context, caller Session, cred
 	m.emit(ctx, Event{Kind: EventPasswordChanged, UserID: caller.UserID, SessionID: caller.ID})
 	m.afterRevoke(ctx, caller.UserID, ids, ReasonPasswordChanged)
 	if len(ids) == 0 {
-		m.notifier.Changed(ctx, caller.UserID)
+		m.changed(ctx, caller.UserID)
 	}
 	return ids, nil
 }
@@ -634,7 +635,20 @@ func (m *Manager) afterRevoke(ctx context.Context, userID string, ids []string, 
 		evs[i] = Event{Kind: EventRevoked, UserID: userID, SessionID: id, Reason: reason}
 	}
 	m.emit(ctx, evs...)
-	m.notifier.Changed(ctx, userID)
+	m.changed(ctx, userID)
+}
+
+// changed tells the notifier the user's device list as it is now. Detached from the request
+// (the change happened) but bounded.
+func (m *Manager) changed(ctx context.Context, userID string) {
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	list, err := m.List(lctx, userID)
+	if err != nil {
+		m.log.Warn().Err(err).Msg("device list for notice.sessions_changed not read")
+		return
+	}
+	m.notifier.Changed(ctx, userID, list)
 }
 
 // Invalidate drops cached validations of these sessions (another node changed them).

@@ -31,7 +31,11 @@ func (r *recorder) Revoked(_ context.Context, _ string, ids []string, reason str
 		r.revoked[id] = reason
 	}
 }
-func (r *recorder) Changed(context.Context, string)         { r.mu.Lock(); r.changed++; r.mu.Unlock() }
+func (r *recorder) Changed(context.Context, string, []session.Info) {
+	r.mu.Lock()
+	r.changed++
+	r.mu.Unlock()
+}
 func (r *recorder) Rotated(context.Context, string, string) {}
 func (r *recorder) reason(id string) string {
 	r.mu.Lock()

@@ -2,31 +2,25 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/mattn/go-isatty"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/sessiond/sessiond/hub"
-	"github.com/sessiond/sessiond/server"
 	"github.com/sessiond/sessiond/session"
 	"github.com/sessiond/sessiond/store"
-	"github.com/sessiond/sessiond/web"
 )
 
 // run is the whole program; tests call it with their own arguments and environment, on :0,
@@ -135,8 +129,8 @@ func loadKeys(cfg *config, log zerolog.Logger) (*session.Keys, error) {
 }
 
 // newBroker returns the cross-node leg of the hub: Redis pub/sub when configured, else the
-// in-process loopback. onReconnect runs after every re-established Redis link.
-func newBroker(cfg *config, log zerolog.Logger, onReconnect func()) (hub.Broker, *redis.Client, error) {
+// in-process loopback. (The hub reports re-connections to whoever registered with it.)
+func newBroker(cfg *config, log zerolog.Logger) (hub.Broker, *redis.Client, error) {
 	if cfg.RedisURL == "" {
 		return hub.NewLoopback(), nil, nil
 	}
@@ -145,7 +139,7 @@ func newBroker(cfg *config, log zerolog.Logger, onReconnect func()) (hub.Broker,
 		return nil, nil, fmt.Errorf("invalid SESSIOND_REDIS_URL: %w", err)
 	}
 	client := redis.NewClient(opts)
-	r, err := hub.NewRedis(hub.RedisConfig{Client: client, Prefix: cfg.RedisPrefix, Logger: log, OnReconnect: onReconnect})
+	r, err := hub.NewRedis(hub.RedisConfig{Client: client, Prefix: cfg.RedisPrefix, Logger: log})
 	if err != nil {
 		client.Close()
 		return nil, nil, fmt.Errorf("invalid SESSIOND_REDIS_URL: %w", err)
@@ -206,181 +200,15 @@ func transportMode(cfg *config, addr net.Addr) (mode string, allowInsecure bool)
 	}
 }
 
+// serve runs one node until ctx ends: open it, listen, run, close.
 func serve(ctx context.Context, cfg *config, log zerolog.Logger, ready func(string)) error {
-	keys, err := loadKeys(cfg, log)
+	d, err := openDaemon(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	st, err := openStore(ctx, cfg)
-	if err != nil {
+	defer d.Close()
+	if err := d.listen(ready); err != nil {
 		return err
 	}
-	defer st.close()
-	metrics := server.NewMetrics()
-	instrumented := server.InstrumentStore(st, metrics)
-	if err := st.CheckKeyFingerprint(ctx, keys.Fingerprint()); err != nil {
-		if errors.Is(err, session.ErrKeyMismatch) {
-			return fmt.Errorf("SESSIOND_KEY_FILE: this node's keys differ from the ones this store was set up with; start every node with the same key file")
-		}
-		return fmt.Errorf("store: %w", err)
-	}
-
-	var srvRef atomic.Pointer[server.Server]
-	broker, redisClient, err := newBroker(cfg, log, func() {
-		if srv := srvRef.Load(); srv != nil {
-			rctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			srv.Reconcile(rctx)
-		}
-	})
-	if err != nil {
-		return err
-	}
-	hubKind := "loopback"
-	var counter server.Counter
-	if redisClient != nil {
-		defer redisClient.Close()
-		hubKind = "redis"
-		counter = server.NewRedisCounter(redisClient, cfg.RedisPrefix, log)
-	}
-	h := hub.New(broker)
-	notifier := server.NewNotifier(h, log)
-	mgr, err := session.NewManager(session.Config{Store: instrumented, Keys: keys, Policy: cfg.Policy, Notifier: notifier,
-		Logger: log, CacheUsable: h.Healthy, Observer: metrics,
-		Fingerprint: cfg.Fingerprint, ProofOfPossession: cfg.ProofRequired})
-	if err != nil {
-		return fmt.Errorf("invalid session policy: %w", err)
-	}
-	notifier.Attach(mgr)
-	if err := server.SubscribeNode(ctx, h, mgr); err != nil {
-		return fmt.Errorf("hub: %w", err)
-	}
-	var tlsConfig *tls.Config
-	if cfg.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-		if err != nil {
-			return fmt.Errorf("SESSIOND_TLS_CERT / SESSIOND_TLS_KEY: %w", err)
-		}
-		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	}
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("SESSIOND_ADDR %s: %w", cfg.Addr, err)
-	}
-	mode, allowInsecure := transportMode(cfg, ln.Addr())
-	srv, err := server.New(server.Config{
-		Manager: mgr, Hub: h, Logger: log, AllowedOrigins: cfg.AllowedOrigins,
-		HandshakeTimeout: cfg.HandshakeTimeout, Ready: st.Ping, Web: web.Static(),
-		Metrics: metrics, Limits: cfg.Limits, Counter: counter,
-		TrustedProxies: cfg.TrustedProxies, ProxyHeader: cfg.ProxyHeader, AllowInsecure: allowInsecure,
-	})
-	if err != nil {
-		ln.Close()
-		return fmt.Errorf("invalid SESSIOND_ALLOWED_ORIGINS: %w", err)
-	}
-	srvRef.Store(srv)
-
-	// Bounds for plain requests (a slow client cannot hold a connection and a goroutine
-	// forever); WebSockets clear them at the upgrade.
-	httpSrv := &http.Server{Handler: srv, TLSConfig: tlsConfig, ReadHeaderTimeout: min(10*time.Second, cfg.HTTPTimeout),
-		ReadTimeout: cfg.HTTPTimeout, WriteTimeout: cfg.HTTPTimeout, IdleTimeout: 4 * cfg.HTTPTimeout}
-	scheme := "http"
-	if tlsConfig != nil {
-		ln = tls.NewListener(ln, tlsConfig)
-		scheme = "https"
-	}
-	warnKeyFileInDataDir(cfg, ln.Addr(), log)
-	var adminSrv *http.Server
-	if cfg.AdminAddr != "" {
-		if !loopbackAddr(cfg.AdminAddr) && tlsConfig == nil {
-			ln.Close()
-			return fmt.Errorf("SESSIOND_ADMIN_ADDR %s is not a loopback address: the admin API crosses a network there and needs TLS (set SESSIOND_TLS_CERT and SESSIOND_TLS_KEY, which it shares with the main listener) or bind it to 127.0.0.1", cfg.AdminAddr)
-		}
-		aln, err := net.Listen("tcp", cfg.AdminAddr)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("SESSIOND_ADMIN_ADDR %s: %w", cfg.AdminAddr, err)
-		}
-		if tlsConfig != nil {
-			aln = tls.NewListener(aln, tlsConfig)
-		}
-		if keys.LegacyAdminToken() {
-			log.Warn().Msg("the key file has no admin key: the admin token is derived from the log key and never changes; rotate the keys (sessiond keygen -rotate, then sessiond admin rotate-keys) to give the admin API a secret of its own")
-		}
-		adminSrv = &http.Server{Handler: srv.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = adminSrv.Serve(aln) }()
-		log.Info().Str("addr", aln.Addr().String()).Msg("admin API listening")
-	}
-
-	var metricsSrv *http.Server
-	if cfg.MetricsAddr != "" {
-		mln, err := net.Listen("tcp", cfg.MetricsAddr)
-		if err != nil {
-			ln.Close()
-			if adminSrv != nil {
-				adminSrv.Close()
-			}
-			return fmt.Errorf("SESSIOND_METRICS_ADDR %s: %w", cfg.MetricsAddr, err)
-		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", metrics.Handler())
-		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = metricsSrv.Serve(mln) }()
-		log.Info().Str("addr", mln.Addr().String()).Msg("metrics listening")
-	} else {
-		log.Info().Msg("metrics are not served: set SESSIOND_METRICS_ADDR to a management address")
-	}
-
-	p := mgr.Policy()
-	log.Info().Str("addr", ln.Addr().String()).Str("store", st.kind).Str("hub", hubKind).Str("transport", mode).
-		Str("idle_timeout", p.IdleTimeout.String()).Str("absolute_timeout", p.AbsoluteTimeout.String()).
-		Msg("sessiond listening; demo page at " + scheme + "://" + ln.Addr().String() + "/")
-	if ready != nil {
-		ready(ln.Addr().String())
-	}
-
-	if cfg.PprofAddr != "" {
-		stopPprof, err := startPprof(cfg.PprofAddr, log)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("SESSIOND_PPROF_ADDR %s: %w", cfg.PprofAddr, err)
-		}
-		defer stopPprof()
-	}
-
-	bg, bgCancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer bgCancel()
-	g, gctx := errgroup.WithContext(bg)
-	g.Go(func() error { return mgr.Run(gctx) })
-	g.Go(func() error { return h.Run(gctx) })
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- httpSrv.Serve(ln) }()
-
-	select {
-	case <-ctx.Done():
-	case err = <-serveErr:
-		log.Error().Err(err).Msg("HTTP server stopped")
-	case <-gctx.Done():
-	}
-	// Ordered shutdown: stop accepting, tell devices to reconnect (1001) and wait for them,
-	// finish in-flight requests, then stop background work and the store.
-	log.Info().Msg("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(sctx)
-	_ = httpSrv.Shutdown(sctx)
-	if adminSrv != nil {
-		_ = adminSrv.Shutdown(sctx)
-	}
-	if metricsSrv != nil {
-		_ = metricsSrv.Shutdown(sctx)
-	}
-	bgCancel()
-	if gerr := g.Wait(); gerr != nil && err == nil {
-		err = gerr
-	}
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
-	}
-	return err
+	return d.run(ctx)
 }

@@ -158,7 +158,14 @@ func olderKeys(k *session.Keys) []string {
 // wrote while it was re-sealing them.
 const rewrapPasses = 3
 
-func rotateKeys(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// rotateOpts are the flags of rotate-keys.
+type rotateOpts struct {
+	dataDir, dbURL, keyFile string
+	force                   bool
+	absolute                time.Duration
+}
+
+func parseRotateFlags(args []string, getenv func(string) string, stderr io.Writer) (rotateOpts, error) {
 	fs := flag.NewFlagSet("sessiond admin rotate-keys", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -171,56 +178,84 @@ func rotateKeys(ctx context.Context, args []string, getenv func(string) string, 
 		}
 		return def
 	}
-	dataDir := fs.String("data-dir", env("SESSIOND_DATA_DIR", "data"), "directory of the embedded store ($SESSIOND_DATA_DIR)")
-	dbURL := fs.String("database-url", getenv("SESSIOND_DATABASE_URL"), "PostgreSQL URL, instead of the embedded store ($SESSIOND_DATABASE_URL)")
-	keyFile := fs.String("key-file", getenv("SESSIOND_KEY_FILE"), "the new key file ($SESSIOND_KEY_FILE; default DATA_DIR/keys.json)")
-	force := fs.Bool("force", false, "record the key fingerprint even when some sealed values cannot be opened")
-	absolute := 12 * time.Hour
+	o := rotateOpts{absolute: 12 * time.Hour}
+	fs.StringVar(&o.dataDir, "data-dir", env("SESSIOND_DATA_DIR", "data"), "directory of the embedded store ($SESSIOND_DATA_DIR)")
+	fs.StringVar(&o.dbURL, "database-url", getenv("SESSIOND_DATABASE_URL"), "PostgreSQL URL, instead of the embedded store ($SESSIOND_DATABASE_URL)")
+	fs.StringVar(&o.keyFile, "key-file", getenv("SESSIOND_KEY_FILE"), "the new key file ($SESSIOND_KEY_FILE; default DATA_DIR/keys.json)")
+	fs.BoolVar(&o.force, "force", false, "record the key fingerprint even when some sealed values cannot be opened")
 	if v := getenv("SESSIOND_ABSOLUTE_TIMEOUT"); v != "" {
-		if err := durationSetter(&absolute)(v); err != nil {
-			return fmt.Errorf("invalid SESSIOND_ABSOLUTE_TIMEOUT: %w", err)
+		if err := durationSetter(&o.absolute)(v); err != nil {
+			return o, fmt.Errorf("invalid SESSIOND_ABSOLUTE_TIMEOUT: %w", err)
 		}
 	}
-	fs.Func("absolute-timeout", "the deployment's session lifetime ($SESSIOND_ABSOLUTE_TIMEOUT, default 12h)", durationSetter(&absolute))
+	fs.Func("absolute-timeout", "the deployment's session lifetime ($SESSIOND_ABSOLUTE_TIMEOUT, default 12h)", durationSetter(&o.absolute))
 	if err := fs.Parse(args); err != nil {
-		return errUsage
+		return o, errUsage
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()
-		return errUsage
+		return o, errUsage
 	}
-	if *keyFile == "" {
-		*keyFile = filepath.Join(*dataDir, "keys.json")
+	if o.keyFile == "" {
+		o.keyFile = filepath.Join(o.dataDir, "keys.json")
 	}
-	keys, err := session.LoadKeys(*keyFile)
+	return o, nil
+}
+
+func rotateKeys(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	o, err := parseRotateFlags(args, getenv, stderr)
 	if err != nil {
-		return fmt.Errorf("rotate-keys: key file %s: %w", *keyFile, err)
+		return err
+	}
+	keys, err := session.LoadKeys(o.keyFile)
+	if err != nil {
+		return fmt.Errorf("rotate-keys: key file %s: %w", o.keyFile, err)
 	}
 	if keys.NextTokenKey != "" || keys.NextSealKey != "" {
-		return fmt.Errorf("rotate-keys: %s has staged keys; once every node runs with it, make them current (sessiond keygen -rotate -i %s -o NEW.json) and run rotate-keys with that file", *keyFile, *keyFile)
+		return fmt.Errorf("rotate-keys: %s has staged keys; once every node runs with it, make them current (sessiond keygen -rotate -i %s -o NEW.json) and run rotate-keys with that file", o.keyFile, o.keyFile)
 	}
-	if *dbURL == "" {
+	if o.dbURL == "" {
 		// Opening would create an empty store, which there is no point rotating.
-		path := filepath.Join(*dataDir, "sessiond.db")
+		path := filepath.Join(o.dataDir, "sessiond.db")
 		if _, err := os.Stat(path); err != nil {
 			return fmt.Errorf("rotate-keys: no embedded store at %s (give -data-dir, or -database-url): %w", path, err)
 		}
 	}
-	st, err := openStore(ctx, &config{DataDir: *dataDir, DatabaseURL: *dbURL})
+	st, err := openStore(ctx, &config{DataDir: o.dataDir, DatabaseURL: o.dbURL})
 	if err != nil {
 		return fmt.Errorf("rotate-keys: %w", err)
 	}
 	defer st.close()
 
 	now := time.Now().UTC()
-	var (
-		first, last map[string]session.RewrapCount
-		resealed    = map[string]int{}
-	)
+	first, last, resealed, err := rewrapAll(ctx, st, keys)
+	if err != nil {
+		return err
+	}
+	unreadable, changed := reportRewrap(stdout, keys, first, last, resealed)
+	if n := sum(unreadable); n > 0 {
+		fmt.Fprintf(stdout, "%d sealed values cannot be opened with %s (by the key that sealed them: %v).\n", n, o.keyFile, unreadable)
+		if !o.force {
+			return fmt.Errorf("rotate-keys: is %s this deployment's key file? The recorded key fingerprint was not changed (use -force to record it anyway)", o.keyFile)
+		}
+	}
+	if err := st.SetKeyFingerprint(ctx, keys.Fingerprint()); err != nil {
+		return fmt.Errorf("rotate-keys: %w", err)
+	}
+	fmt.Fprintf(stdout, "recorded key fingerprint %s: from now on nodes start only with this key file (or one with the same current keys).\n", keys.Fingerprint())
+	reportRetirement(stdout, keys, unreadable, changed, now.Add(o.absolute).Truncate(time.Second), o.absolute)
+	return nil
+}
+
+// rewrapAll re-seals every sealed value under the current seal key, going over the store again
+// (up to rewrapPasses) for values nodes wrote meanwhile. It returns the first and last pass's
+// counts and how many values were re-sealed in all.
+func rewrapAll(ctx context.Context, st session.Store, keys *session.Keys) (first, last map[string]session.RewrapCount, resealed map[string]int, err error) {
+	resealed = map[string]int{}
 	for pass := 1; pass <= rewrapPasses; pass++ {
 		last, err = session.Rewrap(ctx, st, keys, zerolog.Nop())
 		if err != nil {
-			return fmt.Errorf("rotate-keys: %w (what was re-sealed so far stays so; run it again)", err)
+			return nil, nil, nil, fmt.Errorf("rotate-keys: %w (what was re-sealed so far stays so; run it again)", err)
 		}
 		if first == nil {
 			first = last
@@ -234,7 +269,12 @@ func rotateKeys(ctx context.Context, args []string, getenv func(string) string, 
 			break
 		}
 	}
+	return first, last, resealed, nil
+}
 
+// reportRewrap prints what the re-sealing did, table by table, and returns the values that did
+// not open (by key id) and how many were still being written.
+func reportRewrap(stdout io.Writer, keys *session.Keys, first, last map[string]session.RewrapCount, resealed map[string]int) (map[string]int, int) {
 	fmt.Fprintf(stdout, "re-sealed under seal key %s:\n", keys.CurrentSealKey)
 	unreadable, changed := map[string]int{}, 0
 	for _, table := range session.SealedTables {
@@ -255,18 +295,11 @@ func rotateKeys(ctx context.Context, args []string, getenv func(string) string, 
 	if changed > 0 {
 		fmt.Fprintf(stdout, "%d values were still being written by nodes after %d passes: run rotate-keys again.\n", changed, rewrapPasses)
 	}
-	if n := sum(unreadable); n > 0 {
-		fmt.Fprintf(stdout, "%d sealed values cannot be opened with %s (by the key that sealed them: %v).\n", n, *keyFile, unreadable)
-		if !*force {
-			return fmt.Errorf("rotate-keys: is %s this deployment's key file? The recorded key fingerprint was not changed (use -force to record it anyway)", *keyFile)
-		}
-	}
+	return unreadable, changed
+}
 
-	if err := st.SetKeyFingerprint(ctx, keys.Fingerprint()); err != nil {
-		return fmt.Errorf("rotate-keys: %w", err)
-	}
-	fmt.Fprintf(stdout, "recorded key fingerprint %s: from now on nodes start only with this key file (or one with the same current keys).\n", keys.Fingerprint())
-
+// reportRetirement says, key by key, when the keys that are no longer current can be retired.
+func reportRetirement(stdout io.Writer, keys *session.Keys, unreadable map[string]int, changed int, retireAt time.Time, absolute time.Duration) {
 	for _, id := range slices.Sorted(maps.Keys(keys.SealKeys)) {
 		switch {
 		case id == keys.CurrentSealKey:
@@ -278,7 +311,6 @@ func rotateKeys(ctx context.Context, args []string, getenv func(string) string, 
 			fmt.Fprintf(stdout, "seal key %s: no value is sealed under it any more. Retire it (sessiond keygen -retire %s) once every node runs with this key file and a last rotate-keys run says so.\n", id, id)
 		}
 	}
-	retireAt := now.Add(absolute).Truncate(time.Second)
 	for _, id := range slices.Sorted(maps.Keys(keys.TokenKeys)) {
 		if id == keys.CurrentTokenKey {
 			continue
@@ -286,7 +318,6 @@ func rotateKeys(ctx context.Context, args []string, getenv func(string) string, 
 		fmt.Fprintf(stdout, "token key %s: still verifies the tokens of sessions not used since they were issued under it. They have all ended by %s (%s from now), when %s can be retired (sessiond keygen -retire %s); sessions used before then are re-hashed under %s. If a node still runs an older key file, count from when the last one restarts with this one.\n",
 			id, retireAt.Format(time.RFC3339), absolute, id, id, keys.CurrentTokenKey)
 	}
-	return nil
 }
 
 func sum(m map[string]int) int {

@@ -104,7 +104,7 @@ func (c *conn) deviceLabel(given string) string {
 	if label := strings.TrimSpace(given); label != "" {
 		return label
 	}
-	return labelFromUserAgent(c.userAgent)
+	return session.DeviceLabel(c.userAgent)
 }
 
 func (c *conn) loginFinish(ctx context.Context, in Inbound, _ session.Session) error {

@@ -67,6 +67,3 @@ func (c *RedisCounter) AddShared(ctx context.Context, key string, delta int64, w
 	}
 	return max(n, 0), nil
 }
-
-// Degraded reports whether limits are currently counted per node.
-func (c *RedisCounter) Degraded() bool { return c.degraded.Load() }

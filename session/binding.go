@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -63,45 +62,6 @@ type Fingerprint struct {
 // FingerprintOf computes a client's fingerprint.
 func FingerprintOf(c Client) Fingerprint {
 	return Fingerprint{Agent: agentFamily(c.UserAgent), Network: networkPrefix(c.IP)}
-}
-
-// agentFamily extracts "product/major" of the browser or library that made the request: a
-// known browser or library by its token, anything else by its first product token ("myapp/3"),
-// so that an unrecognised agent is compared like any other rather than skipped. An empty
-// User-Agent gives "".
-func agentFamily(ua string) string {
-	for _, p := range []struct{ token, name string }{
-		{"Edg/", "edge"}, {"OPR/", "opera"}, {"Firefox/", "firefox"}, {"Chromium/", "chromium"},
-		{"HeadlessChrome/", "chrome"}, {"Chrome/", "chrome"}, {"Version/", "safari"},
-		{"Go-http-client/", "go"}, {"curl/", "curl"}, {"node/", "node"},
-	} {
-		if i := strings.Index(ua, p.token); i >= 0 {
-			v := ua[i+len(p.token):]
-			if j := strings.IndexAny(v, ". ;)"); j >= 0 {
-				v = v[:j]
-			}
-			if _, err := strconv.Atoi(v); err != nil {
-				v = ""
-			}
-			return p.name + "/" + v
-		}
-	}
-	ua = strings.TrimSpace(ua)
-	if ua == "" {
-		return ""
-	}
-	name, v, _ := strings.Cut(strings.Fields(ua)[0], "/")
-	if j := strings.IndexAny(v, ". ;)"); j >= 0 {
-		v = v[:j]
-	}
-	if _, err := strconv.Atoi(v); err != nil {
-		v = ""
-	}
-	name = strings.ToLower(name)
-	if len(name) > 32 {
-		name = name[:32]
-	}
-	return name + "/" + v
 }
 
 // agentKind is the family part of an agent fingerprint ("chrome" of "chrome/131").

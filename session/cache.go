@@ -126,15 +126,6 @@ func (c *cache) pruneExpired(now time.Time) {
 	}
 }
 
-func (c *cache) drop(h TokenHash) {
-	c.mu.Lock()
-	c.gen++
-	if e, ok := c.entries[h]; ok {
-		c.dropLocked(h, e.sess.ID)
-	}
-	c.mu.Unlock()
-}
-
 func (c *cache) dropLocked(h TokenHash, id string) {
 	delete(c.entries, h)
 	hs := c.bySession[id]

@@ -18,7 +18,7 @@ import (
 //	DELETE /admin/v1/sessions/{id}               end one session (reason admin)
 func (s *Server) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
-	token := []byte("Bearer " + s.mgr.Keys().AdminToken())
+	token := []byte("Bearer " + s.mgr.AdminToken())
 	guard := func(h http.HandlerFunc) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), token) != 1 {

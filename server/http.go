@@ -194,7 +194,7 @@ func (s *Server) handleOPAQUEConfig(w http.ResponseWriter, r *http.Request) {
 			"salt": session.KSFSalt, "length": session.KSFLength,
 		},
 		"context":           "",
-		"server_public_key": session.EncodeB64(s.mgr.Keys().AKEPublicKey),
+		"server_public_key": session.EncodeB64(s.mgr.ServerPublicKey()),
 	})
 }
 

@@ -93,7 +93,7 @@ func (c *conn) scheduleLocked() {
 		return
 	}
 	s := c.st.sess
-	lead := c.srv.mgr.Policy().RefreshLead
+	lead := c.srv.mgr.RefreshLead()
 	next := s.IdleExpiresAt
 	if s.ExpiresAt.Before(next) {
 		next = s.ExpiresAt
@@ -134,7 +134,7 @@ func (c *conn) onTimer() {
 		return
 	}
 	now := m.Now()
-	lead := m.Policy().RefreshLead
+	lead := m.RefreshLead()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if s.IdleExpiresAt.After(c.st.sess.IdleExpiresAt) {

@@ -70,7 +70,7 @@ func (n *Notifier) Rotated(ctx context.Context, _ string, sessionID string) {
 
 // Invalidator is the node's sink on the nodes topic: it drops cached validations that another
 // node (or this one) changed.
-type Invalidator struct{ Manager *session.Manager }
+type Invalidator struct{ Manager Sessions }
 
 // Deliver implements hub.Sink.
 func (i Invalidator) Deliver(_ string, payload []byte) {
@@ -81,6 +81,6 @@ func (i Invalidator) Deliver(_ string, payload []byte) {
 }
 
 // SubscribeNode subscribes the node-wide sinks; cmd calls it once at start.
-func SubscribeNode(ctx context.Context, h *hub.Hub, m *session.Manager) error {
+func SubscribeNode(ctx context.Context, h *hub.Hub, m Sessions) error {
 	return h.Subscribe(ctx, nodesTopic, Invalidator{Manager: m})
 }

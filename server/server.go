@@ -16,12 +16,11 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sessiond/sessiond/hub"
-	"github.com/sessiond/sessiond/session"
 )
 
 // Config wires a Server. Zero fields take the documented defaults.
 type Config struct {
-	Manager *session.Manager
+	Manager Domain // *session.Manager
 	Hub     *hub.Hub
 	Logger  zerolog.Logger
 	// AllowedOrigins lists the origins ("https://app.example.com") that may open a WebSocket.
@@ -55,7 +54,7 @@ type Config struct {
 // Server is sessiond's HTTP handler.
 type Server struct {
 	cfg Config
-	mgr *session.Manager
+	mgr Domain
 	hub *hub.Hub
 	log zerolog.Logger
 	mux http.Handler
@@ -224,5 +223,5 @@ func (s *Server) limited(ctx context.Context, name, key string, max int) bool {
 // userLimitKey is the login-limit key of a normalised username: a keyed hash, so that counters
 // kept in a shared store do not list usernames.
 func (s *Server) userLimitKey(name string) string {
-	return "login-user:" + s.mgr.Keys().LogID("username:"+name)
+	return "login-user:" + s.mgr.UsernameKey(name)
 }

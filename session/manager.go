@@ -786,3 +786,16 @@ func minTime(a, b time.Time) time.Time {
 	}
 	return b
 }
+
+// RefreshLead is how long before a deadline devices are prompted (Policy.RefreshLead).
+func (m *Manager) RefreshLead() time.Duration { return m.policy.RefreshLead }
+
+// UsernameKey is a keyed hash of a normalised username, for counters kept in shared stores
+// that must not list usernames.
+func (m *Manager) UsernameKey(name string) string { return m.keys.LogID("username:" + name) }
+
+// AdminToken is the bearer token of the admin API (Keys.AdminToken).
+func (m *Manager) AdminToken() string { return m.keys.AdminToken() }
+
+// ServerPublicKey is the OPAQUE server's AKE public key, which clients may pin.
+func (m *Manager) ServerPublicKey() []byte { return m.keys.AKEPublicKey }

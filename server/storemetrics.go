@@ -1,7 +1,8 @@
 package server
 
-// Code below wraps every session.Store method to count calls and failures by operation; it is
-// regenerated from session/store.go when the interface changes.
+// The wrappers below count every method of a session.Backend (Store, EventStore, KeyStore) by
+// operation; they are written by hand, one per method, and a compile-time assertion keeps them
+// in step with the interfaces.
 
 import (
 	"context"
@@ -14,14 +15,14 @@ import (
 // instrumentedStore counts store operations and their failures (sessiond_store_ops_total), so
 // that operators and the load tool can see how often the hot paths reach the store.
 type instrumentedStore struct {
-	next session.Store
+	next session.Backend
 	m    *Metrics
 }
 
-var _ session.Store = instrumentedStore{}
+var _ session.Backend = instrumentedStore{}
 
 // InstrumentStore returns st with every operation counted in m.
-func InstrumentStore(st session.Store, m *Metrics) session.Store {
+func InstrumentStore(st session.Backend, m *Metrics) session.Backend {
 	return instrumentedStore{next: st, m: m}
 }
 

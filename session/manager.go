@@ -90,6 +90,7 @@ type Config struct {
 // Manager runs accounts and sessions. See the package doc for its concurrency contract.
 type Manager struct {
 	store    Store
+	events   EventStore // nopEvents when the store keeps none
 	keys     *Keys
 	policy   Policy
 	clock    Clock
@@ -133,6 +134,10 @@ func NewManager(cfg Config) (*Manager, error) {
 	}
 	if m.notifier == nil {
 		m.notifier = NopNotifier{}
+	}
+	m.events = nopEvents{}
+	if es, ok := cfg.Store.(EventStore); ok {
+		m.events = es
 	}
 	m.fingerprint = cfg.Fingerprint.defaults()
 	if !validFingerprintPolicy(m.fingerprint.UserAgent) || !validFingerprintPolicy(m.fingerprint.Network) {
@@ -767,7 +772,7 @@ func (m *Manager) Sweep(ctx context.Context) (int, error) {
 				m.observer.Swept(total)
 			}
 			// Security events have their own, longer retention.
-			if _, err := m.store.DeleteEventsBefore(ctx, m.now().Add(-EventsRetention), m.policy.SweepBatch); err != nil {
+			if _, err := m.events.DeleteEventsBefore(ctx, m.now().Add(-EventsRetention), m.policy.SweepBatch); err != nil {
 				return total, err
 			}
 			return total, nil

@@ -13,6 +13,7 @@ import (
 	"github.com/bytemare/opaque"
 	"github.com/rs/zerolog"
 
+	"github.com/sessiond/sessiond/internal/testclock"
 	"github.com/sessiond/sessiond/session"
 	"github.com/sessiond/sessiond/store"
 )
@@ -45,7 +46,7 @@ func (r *recorder) reason(id string) string {
 
 type fixture struct {
 	m     *session.Manager
-	clock *session.FakeClock
+	clock *testclock.Clock
 	rec   *recorder
 	st    *store.SQLite
 }
@@ -59,7 +60,7 @@ func newFixture(t *testing.T, p session.Policy) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	f := &fixture{clock: session.NewFakeClock(t0), rec: &recorder{revoked: map[string]string{}}, st: st}
+	f := &fixture{clock: testclock.New(t0), rec: &recorder{revoked: map[string]string{}}, st: st}
 	f.m, err = session.NewManager(session.Config{Store: st, Keys: session.GenerateKeys(), Policy: p, Clock: f.clock, Notifier: f.rec, Logger: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
@@ -406,7 +407,7 @@ func TestCacheFillRacingRevocation(t *testing.T) {
 	}
 	t.Cleanup(func() { st.Close() })
 	ps := &pausingStore{Store: st, read: make(chan struct{}), release: make(chan struct{})}
-	f := &fixture{clock: session.NewFakeClock(t0), rec: &recorder{revoked: map[string]string{}}, st: st}
+	f := &fixture{clock: testclock.New(t0), rec: &recorder{revoked: map[string]string{}}, st: st}
 	f.m, err = session.NewManager(session.Config{Store: ps, Keys: session.GenerateKeys(), Policy: session.Policy{CacheTTL: time.Hour},
 		Clock: f.clock, Notifier: f.rec, Logger: zerolog.Nop()})
 	if err != nil {
@@ -437,5 +438,24 @@ func TestCacheFillRacingRevocation(t *testing.T) {
 	}
 	if _, err := f.m.Validate(ctx, token); !errors.Is(err, session.ErrInvalid) {
 		t.Fatalf("validation after the revocation: %v, want ErrInvalid (the racing read was cached)", err)
+	}
+}
+
+// coreOnly is a store with the core operations alone: no EventStore, no KeyStore.
+type coreOnly struct{ session.Store }
+
+// TestStoreWithoutEvents: a Manager over a store that keeps no events logs them only; logins
+// and the activity list still work.
+func TestStoreWithoutEvents(t *testing.T) {
+	f := newFixture(t, session.Policy{})
+	var err error
+	f.m, err = session.NewManager(session.Config{Store: coreOnly{f.st}, Keys: session.GenerateKeys(), Clock: f.clock, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid := f.register(t, "nell", "pw")
+	f.mustLogin(t, "nell")
+	if list, err := f.m.Activity(context.Background(), uid, 10); err != nil || len(list) != 0 {
+		t.Fatalf("activity without an event store: %v %v", list, err)
 	}
 }

@@ -2,7 +2,6 @@ package session
 
 import (
 	"fmt"
-	"sync"
 	"time"
 )
 
@@ -82,7 +81,8 @@ func (p Policy) limit() Limit {
 	return Limit{Max: p.MaxSessions, EvictOldest: p.LimitPolicy == EvictOldest}
 }
 
-// Clock tells the time. Tests inject a FakeClock so that no deadline test sleeps.
+// Clock tells the time. Tests inject a settable one (internal/testclock) so that no deadline
+// test sleeps.
 type Clock interface {
 	Now() time.Time
 }
@@ -92,26 +92,3 @@ type SystemClock struct{}
 
 // Now returns the current time.
 func (SystemClock) Now() time.Time { return time.Now() }
-
-// FakeClock is a settable clock for tests.
-type FakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-// NewFakeClock returns a clock stopped at t.
-func NewFakeClock(t time.Time) *FakeClock { return &FakeClock{now: t} }
-
-// Now returns the clock's time.
-func (c *FakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-// Advance moves the clock forward.
-func (c *FakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}

@@ -51,11 +51,11 @@ var sealedAD = map[string]string{
 //
 // Every node must be able to open values sealed under the current key before Rewrap runs (see
 // Keys.Stage), or nodes still running the older key file cannot read what it re-sealed.
-func Rewrap(ctx context.Context, st Store, keys *Keys, log zerolog.Logger) (map[string]RewrapCount, error) {
+func Rewrap(ctx context.Context, st KeyStore, keys *Keys, log zerolog.Logger) (map[string]RewrapCount, error) {
 	return rewrap(ctx, st, keys, log, RewrapBatch)
 }
 
-func rewrap(ctx context.Context, st Store, keys *Keys, log zerolog.Logger, batch int) (map[string]RewrapCount, error) {
+func rewrap(ctx context.Context, st KeyStore, keys *Keys, log zerolog.Logger, batch int) (map[string]RewrapCount, error) {
 	out := make(map[string]RewrapCount, len(SealedTables))
 	for _, table := range SealedTables {
 		c, err := rewrapTable(ctx, st, keys, table, batch)
@@ -74,7 +74,7 @@ func rewrap(ctx context.Context, st Store, keys *Keys, log zerolog.Logger, batch
 	return out, nil
 }
 
-func rewrapTable(ctx context.Context, st Store, keys *Keys, table string, batch int) (RewrapCount, error) {
+func rewrapTable(ctx context.Context, st KeyStore, keys *Keys, table string, batch int) (RewrapCount, error) {
 	c := RewrapCount{Unreadable: map[string]int{}}
 	ad := sealedAD[table]
 	after := ""

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/sessiond/sessiond/internal/testclock"
 	"github.com/sessiond/sessiond/session"
 	"github.com/sessiond/sessiond/store"
 )
@@ -153,7 +154,7 @@ func TestKeysRotateStageRetire(t *testing.T) {
 // world is one store shared by managers with different key files, as nodes are.
 type world struct {
 	st    *store.SQLite
-	clock *session.FakeClock
+	clock *testclock.Clock
 }
 
 func newWorld(t *testing.T) *world {
@@ -163,11 +164,11 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	return &world{st: st, clock: session.NewFakeClock(t0)}
+	return &world{st: st, clock: testclock.New(t0)}
 }
 
 // node returns a fixture (register/login helpers) on the shared store with keys k.
-func (w *world) node(t *testing.T, st session.Store, k *session.Keys) *fixture {
+func (w *world) node(t *testing.T, st session.Backend, k *session.Keys) *fixture {
 	t.Helper()
 	m, err := session.NewManager(session.Config{Store: st, Keys: k, Clock: w.clock, Logger: zerolog.Nop(),
 		Policy: session.Policy{AbsoluteTimeout: 12 * time.Hour}})
@@ -327,7 +328,7 @@ func TestRewrapAndLazyRehash(t *testing.T) {
 // racingStore writes a value sealed by a node that still runs the old keys in the middle of a
 // re-seal batch, between Rewrap's read and its update.
 type racingStore struct {
-	session.Store
+	session.Backend
 	concurrent func(updates []session.Reseal)
 }
 
@@ -336,7 +337,7 @@ func (r *racingStore) ResealValues(ctx context.Context, table string, updates []
 		r.concurrent(updates)
 		r.concurrent = nil
 	}
-	return r.Store.ResealValues(ctx, table, updates)
+	return r.Backend.ResealValues(ctx, table, updates)
 }
 
 func TestRewrapLeavesConcurrentWrites(t *testing.T) {
@@ -351,7 +352,7 @@ func TestRewrapLeavesConcurrentWrites(t *testing.T) {
 	b := a.Rotate()
 	var victim string
 	var written []byte
-	rs := &racingStore{Store: w.st, concurrent: func(updates []session.Reseal) {
+	rs := &racingStore{Backend: w.st, concurrent: func(updates []session.Reseal) {
 		u := updates[0]
 		victim, written = u.ID, session.SealWith(a, []byte(`{"label":"written meanwhile"}`), "device:"+u.ID)
 		if n, err := w.st.ResealValues(ctx, session.SealedDevices, []session.Reseal{{ID: u.ID, Old: u.Old, New: written}}); n != 1 || err != nil {

@@ -115,7 +115,7 @@ type Reseal struct {
 	Old, New []byte
 }
 
-// Store persists users, sessions and vaults. It is the authority: every state change is one
+// Store persists users, sessions and vaults: what serving a request needs. It is the authority: every state change is one
 // transaction, and implementations are safe for concurrent use by several nodes.
 type Store interface {
 	// CreateUser inserts a user, with credential version 1, and an empty vault slot. A taken
@@ -170,13 +170,31 @@ type Store interface {
 	// ErrPrecondition, nothing written.
 	PutVault(ctx context.Context, p VaultPut) (string, error)
 
+	// RehashToken replaces the current token hash of session id, oldHash, with newHash (the
+	// same token hashed under another token key), in one transaction, whatever the session's
+	// state; retired tokens are left alone. When the current hash is no longer oldHash (a
+	// refresh or another re-hash won): ErrConflict; unknown id: ErrNotFound; newHash empty or
+	// equal to oldHash: ErrBadInput; newHash another session's: ErrConflict. Nothing written
+	// on error.
+	RehashToken(ctx context.Context, id string, oldHash, newHash []byte) error
+	// Ping answers when the store can serve requests.
+	Ping(ctx context.Context) error
+}
+
+// EventStore keeps the users' security events (the activity list). Optional: a Manager whose
+// Store does not implement it records events in the log only.
+type EventStore interface {
 	// AddEvents appends security events, in one transaction.
 	AddEvents(ctx context.Context, events []Event) error
 	// ListEvents returns the user's most recent events, newest first, at most limit.
 	ListEvents(ctx context.Context, userID string, limit int) ([]Event, error)
 	// DeleteEventsBefore deletes at most limit events older than before and returns how many.
 	DeleteEventsBefore(ctx context.Context, before time.Time, limit int) (int, error)
+}
 
+// KeyStore is what key management needs of a store: the deployment's key fingerprint, and the
+// sealed values a key rotation re-seals. Only the node's start-up and rotate-keys use it.
+type KeyStore interface {
 	// CheckKeyFingerprint records fp as the deployment's key fingerprint the first time and
 	// afterwards returns ErrKeyMismatch when fp differs.
 	CheckKeyFingerprint(ctx context.Context, fp string) error
@@ -194,13 +212,11 @@ type Store interface {
 	// returns how many it replaced. Rows changed or deleted meanwhile are skipped, not an
 	// error. An unknown table, an empty New or an id named twice: ErrBadInput, nothing written.
 	ResealValues(ctx context.Context, table string, updates []Reseal) (int, error)
-	// RehashToken replaces the current token hash of session id, oldHash, with newHash (the
-	// same token hashed under another token key), in one transaction, whatever the session's
-	// state; retired tokens are left alone. When the current hash is no longer oldHash (a
-	// refresh or another re-hash won): ErrConflict; unknown id: ErrNotFound; newHash empty or
-	// equal to oldHash: ErrBadInput; newHash another session's: ErrConflict. Nothing written
-	// on error.
-	RehashToken(ctx context.Context, id string, oldHash, newHash []byte) error
-	// Ping answers when the store can serve requests.
-	Ping(ctx context.Context) error
+}
+
+// Backend is a store that offers everything: what the stores of package store are.
+type Backend interface {
+	Store
+	EventStore
+	KeyStore
 }

@@ -19,12 +19,12 @@ var t0 = time.UnixMilli(1_767_225_600_000).UTC()
 // at is t0 plus d.
 func at(d time.Duration) time.Time { return t0.Add(d) }
 
-// runConformance runs the behaviour every session.Store must share against the stores that open
+// runConformance runs the behaviour every session.Backend must share against the stores that open
 // returns, one fresh, empty store per subtest.
-func runConformance(t *testing.T, open func(t *testing.T) session.Store) {
+func runConformance(t *testing.T, open func(t *testing.T) session.Backend) {
 	tests := []struct {
 		name string
-		run  func(t *testing.T, st session.Store)
+		run  func(t *testing.T, st session.Backend)
 	}{
 		{"users/create and look up", testUserLookup},
 		{"users/duplicate username", testUserDuplicate},
@@ -55,7 +55,7 @@ func runConformance(t *testing.T, open func(t *testing.T) session.Store) {
 		{"rotation/concurrent re-seals", testResealConcurrent},
 		{"rotation/re-hash token", testRehashToken},
 		{"rotation/set key fingerprint", testSetKeyFingerprint},
-		{"ping", func(t *testing.T, st session.Store) { must(t, st.Ping(t.Context())) }},
+		{"ping", func(t *testing.T, st session.Backend) { must(t, st.Ping(t.Context())) }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -103,7 +103,7 @@ func newSession(userID, id string, created time.Time) session.Session {
 }
 
 // users creates a user for each id that has none yet, so that sessions can be created for it.
-func users(t *testing.T, st session.Store, ids ...string) {
+func users(t *testing.T, st session.Backend, ids ...string) {
 	t.Helper()
 	for _, id := range ids {
 		_, err := st.UserByID(t.Context(), id)
@@ -114,7 +114,7 @@ func users(t *testing.T, st session.Store, ids ...string) {
 	}
 }
 
-func create(t *testing.T, st session.Store, sessions ...session.Session) {
+func create(t *testing.T, st session.Backend, sessions ...session.Session) {
 	t.Helper()
 	for _, s := range sessions {
 		users(t, st, s.UserID)
@@ -124,7 +124,7 @@ func create(t *testing.T, st session.Store, sessions ...session.Session) {
 	}
 }
 
-func getSession(t *testing.T, st session.Store, id string) session.Session {
+func getSession(t *testing.T, st session.Backend, id string) session.Session {
 	t.Helper()
 	s, err := st.SessionByID(t.Context(), id)
 	if err != nil {
@@ -184,7 +184,7 @@ func assertIDs(t *testing.T, what string, got []string, want ...string) {
 }
 
 // assertRevoked checks that session id was revoked at when with reason.
-func assertRevoked(t *testing.T, st session.Store, id string, when time.Time, reason string) {
+func assertRevoked(t *testing.T, st session.Backend, id string, when time.Time, reason string) {
 	t.Helper()
 	s := getSession(t, st, id)
 	if !s.RevokedAt.Equal(when) || s.RevokeReason != reason {
@@ -192,7 +192,7 @@ func assertRevoked(t *testing.T, st session.Store, id string, when time.Time, re
 	}
 }
 
-func assertNotRevoked(t *testing.T, st session.Store, ids ...string) {
+func assertNotRevoked(t *testing.T, st session.Backend, ids ...string) {
 	t.Helper()
 	for _, id := range ids {
 		if s := getSession(t, st, id); !s.RevokedAt.IsZero() || s.RevokeReason != "" {
@@ -201,7 +201,7 @@ func assertNotRevoked(t *testing.T, st session.Store, ids ...string) {
 	}
 }
 
-func liveIDs(t *testing.T, st session.Store, userID string, now time.Time) []string {
+func liveIDs(t *testing.T, st session.Backend, userID string, now time.Time) []string {
 	t.Helper()
 	list, err := st.ListSessions(t.Context(), userID, now)
 	must(t, err)
@@ -214,7 +214,7 @@ func liveIDs(t *testing.T, st session.Store, userID string, now time.Time) []str
 
 // countRetired reads the retired_tokens table directly: the interface cannot tell a retired token
 // that is gone from one whose session is gone.
-func countRetired(t *testing.T, st session.Store) int {
+func countRetired(t *testing.T, st session.Backend) int {
 	t.Helper()
 	const q = `SELECT count(*) FROM retired_tokens`
 	var n int
@@ -245,7 +245,7 @@ func parallel(n int, fn func(i int) error) []error {
 	return errs
 }
 
-func testUserLookup(t *testing.T, st session.Store) {
+func testUserLookup(t *testing.T, st session.Backend) {
 	ctx := t.Context()
 	alice, bob := newUser("u1", "alice"), newUser("u2", "bob")
 	bob.CreatedAt = time.Time{}
@@ -276,7 +276,7 @@ func testUserLookup(t *testing.T, st session.Store) {
 	}
 }
 
-func testUserDuplicate(t *testing.T, st session.Store) {
+func testUserDuplicate(t *testing.T, st session.Backend) {
 	ctx := t.Context()
 	alice := newUser("u1", "alice")
 	must(t, st.CreateUser(ctx, alice))
@@ -294,7 +294,7 @@ func testUserDuplicate(t *testing.T, st session.Store) {
 	wantErr(t, err, session.ErrNotFound)
 }
 
-func testUserBadInput(t *testing.T, st session.Store) {
+func testUserBadInput(t *testing.T, st session.Backend) {
 	ctx := t.Context()
 	for _, u := range []session.User{
 		{Username: "alice", VaultID: "v"},
@@ -309,7 +309,7 @@ func testUserBadInput(t *testing.T, st session.Store) {
 	wantErr(t, st.CheckKeyFingerprint(ctx, ""), session.ErrBadInput)
 }
 
-func testSessionLookup(t *testing.T, st session.Store) {
+func testSessionLookup(t *testing.T, st session.Backend) {
 	ctx := t.Context()
 	users(t, st, "u1")
 	s1 := newSession("u1", "s1", t0)
@@ -347,7 +347,7 @@ func testSessionLookup(t *testing.T, st session.Store) {
 	wantErr(t, err, session.ErrNotFound)
 }
 
-func testSessionLookupEnded(t *testing.T, st session.Store) {
+func testSessionLookupEnded(t *testing.T, st session.Backend) {
 	ctx := t.Context()
 	revoked, expired := newSession("u1", "s1", t0), newSession("u1", "s2", t0)
 	expired.IdleExpiresAt = at(time.Minute)
@@ -364,7 +364,7 @@ func testSessionLookupEnded(t *testing.T, st session.Store) {
 	}
 }
 
-func testListSessions(t *testing.T, st session.Store) {
+func testListSessions(t *testing.T, st session.Backend) {
 	ctx := t.Context()
 	now := at(time.Hour)
 	s1, s2, s3 := newSession("u1", "s1", at(time.Minute)), newSession("u1", "s2", at(2*time.Minute)), newSession("u1", "s3", at(3*time.Minute))
@@ -396,7 +396,7 @@ func testListSessions(t *testing.T, st session.Store) {
 	assertIDs(t, "u1 live before idle expiry", liveIDs(t, st, "u1", at(29*time.Minute)), "absolute", "idle", "s1", "s2", "s3")
 }
 
-func testLimitDeny(t *testing.T, st session.Store) {
+func testLimitDeny(t *testing.T, st session.Backend) {
 	ctx := t.Context()
 	users(t, st, "u1", "u2")
 	limit := session.Limit{Max: 2}
@@ -422,7 +422,7 @@ func testLimitDeny(t *testing.T, st session.Store) {
 	assertIDs(t, "live", liveIDs(t, st, "u1", at(20*time.Minute)), "s2", "s4")
 }
 
-func testLimitEvict(t *testing.T, st session.Store) {
+func testLimitEvict(t *testing.T, st session.Backend) {
 	ctx := t.Context()
 	two := session.Limit{Max: 2, EvictOldest: true}
 	create(t, st, newSession("u1", "s1", t0), newSession("u1", "s2", at(time.Minute)), newSession("u2", "other", t0))
@@ -445,7 +445,7 @@ func testLimitEvict(t *testing.T, st session.Store) {
 	assertNotRevoked(t, st, "other", "s4")
 }
 
-func testLimitConcurrentDeny(t *testing.T, st session.Store) {
+func testLimitConcurrentDeny(t *testing.T, st session.Backend) {
 	const n, max = 10, 3
 	users(t, st, "u1")
 	errs := parallel(n, func(i int) error {
@@ -472,7 +472,7 @@ func testLimitConcurrentDeny(t *testing.T, st session.Store) {
 	}
 }
 
-func testLimitConcurrentEvict(t *testing.T, st session.Store) {
+func testLimitConcurrentEvict(t *testing.T, st session.Backend) {
 	const n, max = 10, 3
 	users(t, st, "u1")
 	var (
@@ -501,7 +501,7 @@ func testLimitConcurrentEvict(t *testing.T, st session.Store) {
 	}
 }
 
-func testRotate(t *testing.T, st session.Store) {
+func testRotate(t *testing.T, st session.Backend) {
 	ctx := t.Context()
 	s := newSession("u1", "s1", t0)
 	create(t, st, s)
@@ -536,7 +536,7 @@ func testRotate(t *testing.T, st session.Store) {
 	}
 }
 
-func testRotateNotLive(t *testing.T, st session.Store) {
+func testRotateNotLive(t *testing.T, st session.Backend) {
 	ctx := t.Context()
 	revoked, idle, absolute := newSession("u1", "revoked", t0), newSession("u1", "idle", t0), newSession("u1", "absolute", t0)
 	idle.IdleExpiresAt = at(time.Minute)
@@ -556,7 +556,7 @@ func testRotateNotLive(t *testing.T, st session.Store) {
 	}
 }
 
-func testRotateConcurrent(t *testing.T, st session.Store) {
+func testRotateConcurrent(t *testing.T, st session.Backend) {
 	s := newSession("u1", "s1", t0)
 	create(t, st, s)
 	const n = 8
@@ -580,7 +580,7 @@ func testRotateConcurrent(t *testing.T, st session.Store) {
 	}
 }
 
-func testTouch(t *testing.T, st session.Store) {
+func testTouch(t *testing.T, st session.Backend) {
 	ctx := t.Context()
 	s := newSession("u1", "s1", t0) // idle t0+30m, absolute t0+24h
 	s.ExpiresAt = at(2 * time.Hour)
@@ -641,7 +641,7 @@ func testTouch(t *testing.T, st session.Store) {
 	getSession(t, st, "s2")
 }
 
-func testRevokeSessions(t *testing.T, st session.Store) {
+func testRevokeSessions(t *testing.T, st session.Backend) {
 	ctx := t.Context()
 	when := at(time.Hour)
 	s1, s2, idle := newSession("u1", "s1", t0), newSession("u1", "s2", t0), newSession("u1", "idle", t0)
@@ -674,7 +674,7 @@ func testRevokeSessions(t *testing.T, st session.Store) {
 	assertNotRevoked(t, st, "s2")
 }
 
-func testRevokeUserSessions(t *testing.T, st session.Store) {
+func testRevokeUserSessions(t *testing.T, st session.Backend) {
 	ctx := t.Context()
 	when := at(time.Minute)
 	create(t, st, newSession("u1", "s1", t0), newSession("u1", "s2", at(time.Second)),
@@ -698,7 +698,7 @@ func testRevokeUserSessions(t *testing.T, st session.Store) {
 	assertNotRevoked(t, st, "other")
 }
 
-func testChangeRecord(t *testing.T, st session.Store) {
+func testChangeRecord(t *testing.T, st session.Backend) {
 	ctx := t.Context()
 	when := at(time.Minute)
 	u := newUser("u1", "alice")
@@ -727,7 +727,7 @@ func testChangeRecord(t *testing.T, st session.Store) {
 
 // testCredentialVersion: a password change and a session are only written for the credential
 // version that was proved; a stale version or a deleted user writes nothing.
-func testCredentialVersion(t *testing.T, st session.Store) {
+func testCredentialVersion(t *testing.T, st session.Backend) {
 	ctx := t.Context()
 	when := at(time.Minute)
 	must(t, st.CreateUser(ctx, newUser("u1", "alice")))
@@ -772,7 +772,7 @@ func testCredentialVersion(t *testing.T, st session.Store) {
 	wantErr(t, err, session.ErrNotFound)
 }
 
-func testDeleteUser(t *testing.T, st session.Store) {
+func testDeleteUser(t *testing.T, st session.Backend) {
 	ctx := t.Context()
 	when := at(time.Minute)
 	alice, bob := newUser("u1", "alice"), newUser("u2", "bob")
@@ -810,7 +810,7 @@ func testDeleteUser(t *testing.T, st session.Store) {
 	must(t, st.CreateUser(ctx, newUser("u3", "alice")))
 }
 
-func testDeleteEnded(t *testing.T, st session.Store) {
+func testDeleteEnded(t *testing.T, st session.Backend) {
 	ctx := t.Context()
 	before := at(10 * time.Minute)
 	revoked, idle, absolute := newSession("u1", "revoked", t0), newSession("u1", "idle", t0), newSession("u1", "absolute", t0)
@@ -864,7 +864,7 @@ func testDeleteEnded(t *testing.T, st session.Store) {
 	}
 }
 
-func testVault(t *testing.T, st session.Store) {
+func testVault(t *testing.T, st session.Backend) {
 	ctx := t.Context()
 	get := func() session.Vault {
 		t.Helper()
@@ -940,7 +940,7 @@ func testVault(t *testing.T, st session.Store) {
 	}
 }
 
-func testVaultConcurrent(t *testing.T, st session.Store) {
+func testVaultConcurrent(t *testing.T, st session.Backend) {
 	ctx := t.Context()
 	const n = 8
 	check := func(name string, errs []error, wantETag string, etags []string) int {
@@ -997,7 +997,7 @@ func testVaultConcurrent(t *testing.T, st session.Store) {
 	}
 }
 
-func testKeyFingerprint(t *testing.T, st session.Store) {
+func testKeyFingerprint(t *testing.T, st session.Backend) {
 	ctx := t.Context()
 	tests := []struct {
 		fp  string
@@ -1018,7 +1018,7 @@ func testKeyFingerprint(t *testing.T, st session.Store) {
 	}
 }
 
-func testEvents(t *testing.T, st session.Store) {
+func testEvents(t *testing.T, st session.Backend) {
 	ctx := t.Context()
 	var evs []session.Event
 	for i := 0; i < 5; i++ {

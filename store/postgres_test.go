@@ -79,7 +79,7 @@ func schemaPool(t *testing.T, url, schema string) *pgxpool.Pool {
 
 func TestPostgres(t *testing.T) {
 	url := postgresURL(t)
-	runConformance(t, func(t *testing.T) session.Store {
+	runConformance(t, func(t *testing.T) session.Backend {
 		st, err := NewPostgres(t.Context(), schemaPool(t, url, testSchema(t, url)))
 		must(t, err)
 		t.Cleanup(func() { st.Close() })

@@ -16,7 +16,7 @@ import (
 
 // sealedFixture writes rows of every sealed column, including rows without a value, and
 // returns the values that SealedValues must return, by table and row id.
-func sealedFixture(t *testing.T, st session.Store) map[string]map[string][]byte {
+func sealedFixture(t *testing.T, st session.Backend) map[string]map[string][]byte {
 	t.Helper()
 	ctx := t.Context()
 	want := map[string]map[string][]byte{}
@@ -55,7 +55,7 @@ func sealedFixture(t *testing.T, st session.Store) map[string]map[string][]byte 
 }
 
 // readSealed pages through table with limit and fails on a row seen twice or out of order.
-func readSealed(t *testing.T, st session.Store, table string, limit int) map[string][]byte {
+func readSealed(t *testing.T, st session.Backend, table string, limit int) map[string][]byte {
 	t.Helper()
 	got := map[string][]byte{}
 	after := ""
@@ -81,7 +81,7 @@ func readSealed(t *testing.T, st session.Store, table string, limit int) map[str
 	}
 }
 
-func testSealedValues(t *testing.T, st session.Store) {
+func testSealedValues(t *testing.T, st session.Backend) {
 	want := sealedFixture(t, st)
 	for _, table := range session.SealedTables {
 		for _, limit := range []int{1, 2, 3, 100} {
@@ -103,7 +103,7 @@ func testSealedValues(t *testing.T, st session.Store) {
 	wantErr(t, err, session.ErrBadInput)
 }
 
-func testResealValues(t *testing.T, st session.Store) {
+func testResealValues(t *testing.T, st session.Backend) {
 	ctx := t.Context()
 	want := sealedFixture(t, st)
 	before := getSession(t, st, "s2")
@@ -157,7 +157,7 @@ func testResealValues(t *testing.T, st session.Store) {
 	}
 }
 
-func testResealConcurrent(t *testing.T, st session.Store) {
+func testResealConcurrent(t *testing.T, st session.Backend) {
 	want := sealedFixture(t, st)
 	const n = 6
 	ids := slices.Sorted(maps.Keys(want[session.SealedDevices]))
@@ -191,7 +191,7 @@ func testResealConcurrent(t *testing.T, st session.Store) {
 	}
 }
 
-func testRehashToken(t *testing.T, st session.Store) {
+func testRehashToken(t *testing.T, st session.Backend) {
 	ctx := t.Context()
 	s, other := newSession("u1", "s1", t0), newSession("u1", "s2", t0)
 	create(t, st, s, other)
@@ -253,7 +253,7 @@ func testRehashToken(t *testing.T, st session.Store) {
 	}
 }
 
-func testSetKeyFingerprint(t *testing.T, st session.Store) {
+func testSetKeyFingerprint(t *testing.T, st session.Backend) {
 	ctx := t.Context()
 	// On a store that never recorded one, Set records it.
 	must(t, st.SetKeyFingerprint(ctx, "fp-1"))

@@ -18,7 +18,7 @@ func openTestSQLite(t *testing.T, path string) *SQLite {
 }
 
 func TestSQLite(t *testing.T) {
-	runConformance(t, func(t *testing.T) session.Store {
+	runConformance(t, func(t *testing.T) session.Backend {
 		return openTestSQLite(t, filepath.Join(t.TempDir(), "sessiond.db"))
 	})
 }

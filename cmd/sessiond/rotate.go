@@ -250,7 +250,7 @@ func rotateKeys(ctx context.Context, args []string, getenv func(string) string, 
 // rewrapAll re-seals every sealed value under the current seal key, going over the store again
 // (up to rewrapPasses) for values nodes wrote meanwhile. It returns the first and last pass's
 // counts and how many values were re-sealed in all.
-func rewrapAll(ctx context.Context, st session.Store, keys *session.Keys) (first, last map[string]session.RewrapCount, resealed map[string]int, err error) {
+func rewrapAll(ctx context.Context, st session.KeyStore, keys *session.Keys) (first, last map[string]session.RewrapCount, resealed map[string]int, err error) {
 	resealed = map[string]int{}
 	for pass := 1; pass <= rewrapPasses; pass++ {
 		last, err = session.Rewrap(ctx, st, keys, zerolog.Nop())

@@ -28,13 +28,13 @@ import (
 func TestKeyRotationSQLite(t *testing.T) {
 	dir := t.TempDir()
 	keyRotationFlow(t, map[string]string{"SESSIOND_DATA_DIR": dir}, []string{"-data-dir", dir},
-		func(t *testing.T) session.Store { return openSQLiteAt(t, dir) })
+		func(t *testing.T) session.Backend { return openSQLiteAt(t, dir) })
 }
 
 func TestKeyRotationPostgres(t *testing.T) {
 	dbURL := postgresURL(t)
 	keyRotationFlow(t, map[string]string{"SESSIOND_DATABASE_URL": dbURL}, []string{"-database-url", dbURL},
-		func(t *testing.T) session.Store {
+		func(t *testing.T) session.Backend {
 			pool, err := pgxpool.New(t.Context(), dbURL)
 			if err != nil {
 				t.Fatal(err)
@@ -70,7 +70,7 @@ type device struct {
 	user, label, id, token string
 }
 
-func keyRotationFlow(t *testing.T, storeEnv map[string]string, storeArgs []string, openStore func(t *testing.T) session.Store) {
+func keyRotationFlow(t *testing.T, storeEnv map[string]string, storeArgs []string, openStore func(t *testing.T) session.Backend) {
 	keysDir := t.TempDir()
 	keyA, keyB, keyC, keyD := filepath.Join(keysDir, "a.json"), filepath.Join(keysDir, "b.json"),
 		filepath.Join(keysDir, "c.json"), filepath.Join(keysDir, "d.json")
@@ -219,7 +219,7 @@ func startFails(t *testing.T, env map[string]string) error {
 }
 
 // sealedByKey counts the store's sealed values by the id of the key that sealed them.
-func sealedByKey(t *testing.T, st session.Store) map[string]int {
+func sealedByKey(t *testing.T, st session.Backend) map[string]int {
 	t.Helper()
 	out := map[string]int{}
 	for _, table := range session.SealedTables {
@@ -383,7 +383,7 @@ func resealed(t *testing.T, out, table string) int {
 	return n
 }
 
-func openSQLiteAt(t *testing.T, dir string) session.Store {
+func openSQLiteAt(t *testing.T, dir string) session.Backend {
 	t.Helper()
 	st, err := store.OpenSQLite(t.Context(), filepath.Join(dir, "sessiond.db"))
 	if err != nil {

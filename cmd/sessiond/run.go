@@ -74,7 +74,7 @@ func isTerminal(w io.Writer) bool {
 
 // storeHandle is the opened store with what it takes to close it.
 type storeHandle struct {
-	session.Store
+	session.Backend
 	kind  string
 	close func()
 }
@@ -96,7 +96,7 @@ func openStore(ctx context.Context, cfg *config) (*storeHandle, error) {
 			pool.Close()
 			return nil, fmt.Errorf("PostgreSQL: %w", err)
 		}
-		return &storeHandle{Store: pg, kind: "postgres", close: func() { pg.Close(); pool.Close() }}, nil
+		return &storeHandle{Backend: pg, kind: "postgres", close: func() { pg.Close(); pool.Close() }}, nil
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
@@ -106,7 +106,7 @@ func openStore(ctx context.Context, cfg *config) (*storeHandle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded store %s: %w", path, err)
 	}
-	return &storeHandle{Store: sq, kind: "sqlite", close: func() { sq.Close() }}, nil
+	return &storeHandle{Backend: sq, kind: "sqlite", close: func() { sq.Close() }}, nil
 }
 
 func loadKeys(cfg *config, log zerolog.Logger) (*session.Keys, error) {

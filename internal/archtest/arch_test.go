@@ -80,6 +80,7 @@ func TestDependencyDirection(t *testing.T) {
 		"client":              {"protocol", "internal/clienthook"},
 		"internal/clienthook": {},
 		"internal/clientx":    {"client", "internal/clienthook"},
+		"internal/testclock":  {},
 	}
 	pkgs := ourPackages(t)
 	for name, want := range allowed {

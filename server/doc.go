@@ -11,4 +11,10 @@
 // connection whose queue is full is closed with 1013 (reconnect and resume) rather than lose a
 // revocation or expiry notice. Lifecycle prompts are driven by one timer per connection set to
 // the session's next deadline, never by polling all sessions.
+//
+// Files: conn.go is the connection (accept, read loop, write queue, close paths, coalescing);
+// commands.go the table of message types with the state each needs and the one dispatcher that
+// answers errors, counts bad messages and applies the message rate; flows.go (register, login,
+// resume) and account.go (the signed-in commands) the handlers; lifecycle.go the deadline timer,
+// prompts and endings. domain.go declares what the server needs of the session domain.
 package server

@@ -3,8 +3,9 @@
 // It owns the rules (Policy), the secrets (Keys: OPAQUE key material, token-hashing and
 // metadata-sealing keys) and the Manager that creates sessions after a successful OPAQUE login,
 // validates tokens, records activity, rotates tokens, revokes and sweeps. It declares the small
-// interfaces it consumes — Store (persistence), Notifier (pushes to devices) and Clock — and
-// imports none of the project's other packages.
+// interfaces it consumes — Store (persistence; EventStore and KeyStore are optional
+// extensions), Notifier (pushes to devices) and Clock — and imports only package protocol of
+// the project's other packages.
 //
 // Concurrency: a Manager is safe for concurrent use by any number of goroutines. Its background
 // work (coalesced activity writes, sweeping) runs only inside Run, which the caller starts once;

@@ -1,4 +1,5 @@
-// Package store holds the implementations of [session.Store], the authority on users, sessions
+// Package store holds the implementations of [session.Backend] (session.Store with its
+// EventStore and KeyStore extensions), the authority on users, sessions
 // and vaults:
 //
 //   - [SQLite], the embedded default: one file in the data directory, opened with the pure-Go
@@ -20,4 +21,9 @@
 // lock on the user id, and lets sweepers on several nodes skip each other's rows. A database that
 // cannot be reached, or a lock that cannot be had in time, is reported as an error wrapping
 // [session.ErrUnavailable]. Close never closes a pool it did not open.
+//
+// Files are split by concern and mirrored per backend, so that a pair can be diffed:
+// sqlite.go / postgres.go (opening, transactions, errors), *_users.go, *_sessions.go,
+// *_vaults.go, *_events.go ([session.EventStore]) and *_keys.go ([session.KeyStore]); what both
+// share is in row.go (scanning, conversions, checks), events.go and keys.go.
 package store

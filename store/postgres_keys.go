@@ -1,0 +1,129 @@
+package store
+
+import (
+	"context"
+	"crypto/subtle"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/sessiond/sessiond/session"
+)
+
+// CheckKeyFingerprint implements [session.Backend].
+func (p *Postgres) CheckKeyFingerprint(ctx context.Context, fp string) error {
+	if fp == "" {
+		return fmt.Errorf("store: check key fingerprint: %w: empty fingerprint", session.ErrBadInput)
+	}
+	if _, err := p.pool.Exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`,
+		keyFingerprint, fp); err != nil {
+		return p.wrap("check key fingerprint", err)
+	}
+	var recorded string
+	if err := p.pool.QueryRow(ctx, `SELECT value FROM meta WHERE key = $1`, keyFingerprint).Scan(&recorded); err != nil {
+		return p.wrap("check key fingerprint", err)
+	}
+	if recorded != fp {
+		return fmt.Errorf("store: check key fingerprint: %w", session.ErrKeyMismatch)
+	}
+	return nil
+}
+
+// SetKeyFingerprint implements [session.Backend].
+func (p *Postgres) SetKeyFingerprint(ctx context.Context, fp string) error {
+	if fp == "" {
+		return fmt.Errorf("store: set key fingerprint: %w: empty fingerprint", session.ErrBadInput)
+	}
+	_, err := p.pool.Exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, $2)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, keyFingerprint, fp)
+	return p.wrap("set key fingerprint", err)
+}
+
+// SealedValues implements [session.Backend].
+func (p *Postgres) SealedValues(ctx context.Context, name, afterID string, limit int) ([]session.SealedValue, error) {
+	table, column, err := sealedColumn(name)
+	if err == nil && limit < 1 {
+		err = fmt.Errorf("%w: limit %d", session.ErrBadInput, limit)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: sealed values: %w", err)
+	}
+	// The comparison and the order use the same collation, so the cursor neither skips nor
+	// repeats a row whatever the database's collation is.
+	rows, err := p.pool.Query(ctx, `SELECT id, `+column+` FROM `+table+`
+		WHERE id > $1 AND octet_length(`+column+`) > 0 ORDER BY id LIMIT $2`, afterID, limit)
+	if err != nil {
+		return nil, p.wrap("sealed values", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (session.SealedValue, error) {
+		var v session.SealedValue
+		err := row.Scan(&v.ID, &v.Value)
+		return v, err
+	})
+	if err != nil {
+		return nil, p.wrap("sealed values", err)
+	}
+	if out == nil {
+		out = []session.SealedValue{}
+	}
+	return out, nil
+}
+
+// ResealValues implements [session.Backend]. A row updated concurrently is re-read by the
+// UPDATE once the other transaction commits (READ COMMITTED), so the comparison with Old
+// sees the value that won.
+func (p *Postgres) ResealValues(ctx context.Context, name string, updates []session.Reseal) (int, error) {
+	table, column, err := sealedColumn(name)
+	if err == nil {
+		err = checkReseals(updates)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store: reseal values: %w", err)
+	}
+	if len(updates) == 0 {
+		return 0, nil
+	}
+	ids := make([]string, len(updates))
+	olds := make([][]byte, len(updates))
+	news := make([][]byte, len(updates))
+	for i, u := range updates {
+		ids[i], olds[i], news[i] = u.ID, u.Old, u.New
+	}
+	var n int64
+	err = p.tx(ctx, "reseal values", func(tx pgx.Tx) error {
+		// Lock the rows in id order first, as Touch does, so that this batch and a node's
+		// activity flush cannot deadlock.
+		if _, err := tx.Exec(ctx, `SELECT id FROM `+table+` WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `
+			UPDATE `+table+` t SET `+column+` = u.new
+			FROM unnest($1::text[], $2::bytea[], $3::bytea[]) AS u (id, old, new)
+			WHERE t.id = u.id AND t.`+column+` = u.old`, ids, olds, news)
+		n = tag.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	return int(n), nil
+}
+
+// RehashToken implements [session.Backend].
+func (p *Postgres) RehashToken(ctx context.Context, id string, oldHash, newHash []byte) error {
+	if err := checkRehash(oldHash, newHash); err != nil {
+		return fmt.Errorf("store: rehash token: %w", err)
+	}
+	return p.tx(ctx, "rehash token", func(tx pgx.Tx) error {
+		// FOR UPDATE makes a concurrent refresh or re-hash wait, then see this one's hash.
+		var current []byte
+		if err := tx.QueryRow(ctx, `SELECT token_hash FROM sessions WHERE id = $1 FOR UPDATE`, id).Scan(&current); err != nil {
+			return pgNotFound(err)
+		}
+		if subtle.ConstantTimeCompare(current, oldHash) != 1 {
+			return session.ErrConflict
+		}
+		_, err := tx.Exec(ctx, `UPDATE sessions SET token_hash = $1 WHERE id = $2`, newHash, id)
+		return pgConflict(err)
+	})
+}

@@ -1,0 +1,127 @@
+package store
+
+import (
+	"context"
+	"crypto/subtle"
+	"database/sql"
+	"fmt"
+
+	"github.com/sessiond/sessiond/session"
+)
+
+// CheckKeyFingerprint implements [session.Backend].
+func (s *SQLite) CheckKeyFingerprint(ctx context.Context, fp string) error {
+	if fp == "" {
+		return fmt.Errorf("store: check key fingerprint: %w: empty fingerprint", session.ErrBadInput)
+	}
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING`,
+		keyFingerprint, fp); err != nil {
+		return s.wrap("check key fingerprint", err)
+	}
+	var recorded string
+	if err := s.db.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?1`, keyFingerprint).Scan(&recorded); err != nil {
+		return s.wrap("check key fingerprint", err)
+	}
+	if recorded != fp {
+		return fmt.Errorf("store: check key fingerprint: %w", session.ErrKeyMismatch)
+	}
+	return nil
+}
+
+// SetKeyFingerprint implements [session.Backend].
+func (s *SQLite) SetKeyFingerprint(ctx context.Context, fp string) error {
+	if fp == "" {
+		return fmt.Errorf("store: set key fingerprint: %w: empty fingerprint", session.ErrBadInput)
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES (?1, ?2)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, keyFingerprint, fp)
+	return s.wrap("set key fingerprint", err)
+}
+
+// SealedValues implements [session.Backend].
+func (s *SQLite) SealedValues(ctx context.Context, name, afterID string, limit int) ([]session.SealedValue, error) {
+	table, column, err := sealedColumn(name)
+	if err == nil && limit < 1 {
+		err = fmt.Errorf("%w: limit %d", session.ErrBadInput, limit)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: sealed values: %w", err)
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT id, `+column+` FROM `+table+`
+		WHERE id > ?1 AND length(`+column+`) > 0 ORDER BY id LIMIT ?2`, afterID, limit)
+	if err != nil {
+		return nil, s.wrap("sealed values", err)
+	}
+	defer rows.Close()
+	out := []session.SealedValue{}
+	for rows.Next() {
+		var v session.SealedValue
+		if err := rows.Scan(&v.ID, &v.Value); err != nil {
+			return nil, s.wrap("sealed values", err)
+		}
+		out = append(out, v)
+	}
+	return out, s.wrap("sealed values", rows.Err())
+}
+
+// ResealValues implements [session.Backend].
+func (s *SQLite) ResealValues(ctx context.Context, name string, updates []session.Reseal) (int, error) {
+	table, column, err := sealedColumn(name)
+	if err == nil {
+		err = checkReseals(updates)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store: reseal values: %w", err)
+	}
+	if len(updates) == 0 {
+		return 0, nil
+	}
+	var n int64
+	err = s.tx(ctx, "reseal values", func(tx *sql.Tx) error {
+		n = 0
+		stmt, err := tx.PrepareContext(ctx, `UPDATE `+table+` SET `+column+` = ?1 WHERE id = ?2 AND `+column+` = ?3`)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for _, u := range updates {
+			res, err := stmt.ExecContext(ctx, u.New, u.ID, u.Old)
+			if err != nil {
+				return err
+			}
+			k, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			n += k
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return int(n), nil
+}
+
+// RehashToken implements [session.Backend].
+func (s *SQLite) RehashToken(ctx context.Context, id string, oldHash, newHash []byte) error {
+	if err := checkRehash(oldHash, newHash); err != nil {
+		return fmt.Errorf("store: rehash token: %w", err)
+	}
+	return s.tx(ctx, "rehash token", func(tx *sql.Tx) error {
+		// The transaction holds the write lock from BEGIN: nothing changes the row between
+		// this read and the update.
+		var current []byte
+		if err := tx.QueryRowContext(ctx, `SELECT token_hash FROM sessions WHERE id = ?1`, id).Scan(&current); err != nil {
+			return sqliteNotFound(err)
+		}
+		if subtle.ConstantTimeCompare(current, oldHash) != 1 {
+			return session.ErrConflict
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE sessions SET token_hash = ?1 WHERE id = ?2`, newHash, id)
+		if sqliteUniqueViolation(err) {
+			return fmt.Errorf("%w: %w", session.ErrConflict, err)
+		}
+		return err
+	})
+}

@@ -45,6 +45,20 @@ func testServer(t *testing.T) string {
 	return ts.URL
 }
 
+// signUp registers name and logs in on a new connection.
+func signUp(t *testing.T, base, name string) (*client.Conn, client.LoginResult) {
+	t.Helper()
+	c := dialT(t, base)
+	if _, _, err := c.Register(context.Background(), name, "pw"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Login(context.Background(), name, "pw", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, res
+}
+
 func dialT(t *testing.T, base string) *client.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -95,14 +109,7 @@ func TestDispatchSignedOut(t *testing.T) {
 // session commands answer, and the rules of each flow hold.
 func TestDispatchSignedIn(t *testing.T) {
 	base := testServer(t)
-	c := dialT(t, base)
-	if _, _, err := c.Register(context.Background(), "dispatch", "pw"); err != nil {
-		t.Fatal(err)
-	}
-	res, err := c.Login(context.Background(), "dispatch", "pw", "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, res := signUp(t, base, "dispatch")
 	runCases(t, c, []dispatchCase{
 		{protocol.TypePing, nil, protocol.TypePong, ""},
 		{protocol.TypeLoginStart, map[string]any{"username": "dispatch", "ke1": "AAAA"}, "", protocol.CodeOutOfOrder},
@@ -124,14 +131,7 @@ func TestDispatchSignedIn(t *testing.T) {
 // before changing it.
 func TestDispatchResumedNeedsProof(t *testing.T) {
 	base := testServer(t)
-	c := dialT(t, base)
-	if _, _, err := c.Register(context.Background(), "resumer", "pw"); err != nil {
-		t.Fatal(err)
-	}
-	res, err := c.Login(context.Background(), "resumer", "pw", "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, res := signUp(t, base, "resumer")
 	r := dialT(t, base)
 	if _, err := r.Resume(context.Background(), res.Session.Token); err != nil {
 		t.Fatal(err)

@@ -43,7 +43,7 @@ type Keys struct {
 	FakeKey []byte
 	// LogKey derives the short keyed hashes of session ids that logs carry.
 	LogKey []byte
-	// AdminKey derives the admin API's bearer token. Rotate replaces it. Key files written
+	// AdminKey derives the admin API's bearer token. Successor replaces it. Key files written
 	// before it existed have none: their admin token is derived from LogKey as it was then,
 	// until the next rotation gives them one.
 	AdminKey []byte
@@ -236,7 +236,7 @@ func LoadOrGenerateKeys(path string) (*Keys, bool, error) {
 // that must agree: the OPAQUE material, the fake and log keys, and the current token and seal
 // keys. Older and staged keys do not count: adding (Stage) or removing (Retire) a non-current
 // key keeps a deployment's nodes compatible, so the fingerprint stays. Making other keys
-// current (Rotate) changes it, and the store, which records the first node's fingerprint and
+// current (Successor) changes it, and the store, which records the first node's fingerprint and
 // refuses nodes with another, must then be told (`sessiond admin rotate-keys`).
 func (k *Keys) Fingerprint() string {
 	m := hmac.New(sha256.New, []byte("sessiond key fingerprint v1"))
@@ -281,7 +281,7 @@ func nextID(keys map[string][]byte, prefix string) string {
 	}
 }
 
-// Rotate returns new key material in which other token and seal keys are current: the staged
+// Successor returns the key material that follows k in a key rotation: other token and seal keys are current: the staged
 // ones when k has them (see Stage), otherwise fresh ones under the next free ids ("t2", "s2").
 // Every key of k is kept, so tokens hashed and values sealed before still verify and open; the
 // old keys are removed later with Retire.
@@ -293,7 +293,7 @@ func nextID(keys map[string][]byte, prefix string) string {
 // attempt to the next or an attacker could tell an unknown name from a known one; the log key
 // derives the session ids of log lines, which should stay correlatable across a rotation. The
 // admin key is replaced.
-func (k *Keys) Rotate() *Keys {
+func (k *Keys) Successor() *Keys {
 	c := k.clone()
 	// The admin token changes with every rotation: a copy of an old key file no longer
 	// administers the deployment.
@@ -317,7 +317,7 @@ func (k *Keys) Rotate() *Keys {
 
 // Stage returns new key material with a fresh token key and a fresh seal key added as the next
 // keys, the current ones unchanged (so is the fingerprint). Rolling every node onto it first
-// lets each of them verify and open what nodes already running the rotated keys (Rotate of the
+// lets each of them verify and open what nodes already running the rotated keys (Successor of the
 // staged material) issue and seal. Staging twice without rotating in between is an error.
 func (k *Keys) Stage() (*Keys, error) {
 	if k.NextTokenKey != "" || k.NextSealKey != "" {

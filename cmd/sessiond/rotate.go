@@ -109,7 +109,7 @@ func keygenRotate(args []string, stdout, stderr io.Writer) error {
 	case *stage:
 		nk, err = k.Stage()
 	case *rotate:
-		nk = k.Rotate()
+		nk = k.Successor()
 	default:
 		nk, err = k.Retire(*retire)
 	}

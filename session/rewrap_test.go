@@ -32,7 +32,7 @@ func reparse(t *testing.T, k *session.Keys) *session.Keys {
 
 func TestKeysRotateStageRetire(t *testing.T) {
 	a := session.GenerateKeys()
-	b := reparse(t, a.Rotate())
+	b := reparse(t, a.Successor())
 	if b.CurrentTokenKey != "t2" || b.CurrentSealKey != "s2" {
 		t.Fatalf("rotated current keys %s %s, want t2 s2", b.CurrentTokenKey, b.CurrentSealKey)
 	}
@@ -104,7 +104,7 @@ func TestKeysRotateStageRetire(t *testing.T) {
 		t.Fatalf("retire t1: %v", err)
 	}
 	// New ids follow the highest one left: t3 and s3 after t2 and s2.
-	if e := d.Rotate(); e.CurrentTokenKey != "t3" || e.CurrentSealKey != "s3" {
+	if e := d.Successor(); e.CurrentTokenKey != "t3" || e.CurrentSealKey != "s3" {
 		t.Fatalf("next ids %s %s, want t3 s3", e.CurrentTokenKey, e.CurrentSealKey)
 	}
 
@@ -128,7 +128,7 @@ func TestKeysRotateStageRetire(t *testing.T) {
 			t.Fatalf("retired the staged key %s", id)
 		}
 	}
-	p := reparse(t, s.Rotate())
+	p := reparse(t, s.Successor())
 	if p.CurrentTokenKey != "t2" || p.CurrentSealKey != "s2" || p.NextTokenKey != "" || p.NextSealKey != "" ||
 		!bytes.Equal(p.TokenKeys["t2"], s.TokenKeys["t2"]) || !bytes.Equal(p.SealKeys["s2"], s.SealKeys["s2"]) || len(p.TokenKeys) != 2 {
 		t.Fatal("rotating staged keys did not promote them")
@@ -142,7 +142,7 @@ func TestKeysRotateStageRetire(t *testing.T) {
 		func(k *session.Keys) { k.NextTokenKey = "t9" },
 		func(k *session.Keys) { k.NextSealKey = k.CurrentSealKey },
 	} {
-		k := a.Rotate()
+		k := a.Successor()
 		bad(k)
 		data, _ := k.Marshal()
 		if _, err := session.ParseKeys(data); err == nil {
@@ -234,7 +234,7 @@ func TestRewrapAndLazyRehash(t *testing.T) {
 	}
 
 	// Rotate, then re-seal in batches of 2 (pages that end exactly on the batch size too).
-	b := a.Rotate()
+	b := a.Successor()
 	counts, err := session.RewrapBatched(ctx, w.st, b, zerolog.Nop(), 2)
 	if err != nil {
 		t.Fatal(err)
@@ -349,7 +349,7 @@ func TestRewrapLeavesConcurrentWrites(t *testing.T) {
 	for range 3 {
 		na.mustLogin(t, "alice")
 	}
-	b := a.Rotate()
+	b := a.Successor()
 	var victim string
 	var written []byte
 	rs := &racingStore{Backend: w.st, concurrent: func(updates []session.Reseal) {
@@ -418,7 +418,7 @@ func TestStagedRollingRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	promoted := staged.Rotate()
+	promoted := staged.Successor()
 	ns, np := w.node(t, w.st, staged), w.node(t, w.st, promoted)
 	ns.register(t, "alice", "pw")
 

@@ -281,8 +281,9 @@ func nextID(keys map[string][]byte, prefix string) string {
 	}
 }
 
-// Successor returns the key material that follows k in a key rotation: other token and seal keys are current: the staged
-// ones when k has them (see Stage), otherwise fresh ones under the next free ids ("t2", "s2").
+// Successor returns the key material that follows k in a key rotation, in which other token and
+// seal keys are current: the staged ones when k has them (see Stage), otherwise fresh ones under
+// the next free ids ("t2", "s2").
 // Every key of k is kept, so tokens hashed and values sealed before still verify and open; the
 // old keys are removed later with Retire.
 //

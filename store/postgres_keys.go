@@ -12,31 +12,12 @@ import (
 
 // CheckKeyFingerprint implements [session.Backend].
 func (p *Postgres) CheckKeyFingerprint(ctx context.Context, fp string) error {
-	if fp == "" {
-		return fmt.Errorf("store: check key fingerprint: %w: empty fingerprint", session.ErrBadInput)
-	}
-	if _, err := p.pool.Exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`,
-		keyFingerprint, fp); err != nil {
-		return p.wrap("check key fingerprint", err)
-	}
-	var recorded string
-	if err := p.pool.QueryRow(ctx, `SELECT value FROM meta WHERE key = $1`, keyFingerprint).Scan(&recorded); err != nil {
-		return p.wrap("check key fingerprint", err)
-	}
-	if recorded != fp {
-		return fmt.Errorf("store: check key fingerprint: %w", session.ErrKeyMismatch)
-	}
-	return nil
+	return checkKeyFingerprint(ctx, p, fp)
 }
 
 // SetKeyFingerprint implements [session.Backend].
 func (p *Postgres) SetKeyFingerprint(ctx context.Context, fp string) error {
-	if fp == "" {
-		return fmt.Errorf("store: set key fingerprint: %w: empty fingerprint", session.ErrBadInput)
-	}
-	_, err := p.pool.Exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, $2)
-		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, keyFingerprint, fp)
-	return p.wrap("set key fingerprint", err)
+	return setKeyFingerprint(ctx, p, fp)
 }
 
 // SealedValues implements [session.Backend].

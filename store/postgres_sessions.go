@@ -123,8 +123,7 @@ func (p *Postgres) SessionByToken(ctx context.Context, tokenHash []byte) (sessio
 
 // SessionByID implements [session.Backend].
 func (p *Postgres) SessionByID(ctx context.Context, id string) (session.Session, error) {
-	s, err := scanSession(p.pool.QueryRow(ctx, `SELECT `+sessionCols+` FROM sessions s WHERE s.id = $1`, id))
-	return s, p.wrap("session by id", pgNotFound(err))
+	return sessionByID(ctx, p, id)
 }
 
 // ListSessions implements [session.Backend].

@@ -32,14 +32,12 @@ func (p *Postgres) CreateUser(ctx context.Context, u session.User) error {
 
 // UserByName implements [session.Backend].
 func (p *Postgres) UserByName(ctx context.Context, username string) (session.User, error) {
-	u, err := scanUser(p.pool.QueryRow(ctx, `SELECT `+userCols+` FROM users WHERE username = $1`, username))
-	return u, p.wrap("user by name", pgNotFound(err))
+	return userWhere(ctx, p, "user by name", "username", username)
 }
 
 // UserByID implements [session.Backend].
 func (p *Postgres) UserByID(ctx context.Context, id string) (session.User, error) {
-	u, err := scanUser(p.pool.QueryRow(ctx, `SELECT `+userCols+` FROM users WHERE id = $1`, id))
-	return u, p.wrap("user by id", pgNotFound(err))
+	return userWhere(ctx, p, "user by id", "id", id)
 }
 
 // ChangeRecord implements [session.Backend].

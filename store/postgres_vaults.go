@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -14,21 +13,7 @@ import (
 
 // GetVault implements [session.Backend].
 func (p *Postgres) GetVault(ctx context.Context, vaultID string) (session.Vault, error) {
-	var (
-		v       session.Vault
-		version int64
-		updated *int64
-	)
-	err := p.pool.QueryRow(ctx, `SELECT data, version, updated_at FROM vaults WHERE vault_id = $1`, vaultID).
-		Scan(&v.Data, &version, &updated)
-	if err != nil {
-		return session.Vault{}, p.wrap("get vault", pgNotFound(err))
-	}
-	v.ETag = etag(version)
-	if updated != nil {
-		v.UpdatedAt = time.UnixMilli(*updated).UTC()
-	}
-	return v, nil
+	return getVault(ctx, p, vaultID)
 }
 
 // PutVault implements [session.Backend]. Each case is one statement whose condition is checked

@@ -11,31 +11,12 @@ import (
 
 // CheckKeyFingerprint implements [session.Backend].
 func (s *SQLite) CheckKeyFingerprint(ctx context.Context, fp string) error {
-	if fp == "" {
-		return fmt.Errorf("store: check key fingerprint: %w: empty fingerprint", session.ErrBadInput)
-	}
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING`,
-		keyFingerprint, fp); err != nil {
-		return s.wrap("check key fingerprint", err)
-	}
-	var recorded string
-	if err := s.db.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?1`, keyFingerprint).Scan(&recorded); err != nil {
-		return s.wrap("check key fingerprint", err)
-	}
-	if recorded != fp {
-		return fmt.Errorf("store: check key fingerprint: %w", session.ErrKeyMismatch)
-	}
-	return nil
+	return checkKeyFingerprint(ctx, s, fp)
 }
 
 // SetKeyFingerprint implements [session.Backend].
 func (s *SQLite) SetKeyFingerprint(ctx context.Context, fp string) error {
-	if fp == "" {
-		return fmt.Errorf("store: set key fingerprint: %w: empty fingerprint", session.ErrBadInput)
-	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES (?1, ?2)
-		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, keyFingerprint, fp)
-	return s.wrap("set key fingerprint", err)
+	return setKeyFingerprint(ctx, s, fp)
 }
 
 // SealedValues implements [session.Backend].

@@ -135,8 +135,7 @@ func (s *SQLite) SessionByToken(ctx context.Context, tokenHash []byte) (session.
 
 // SessionByID implements [session.Backend].
 func (s *SQLite) SessionByID(ctx context.Context, id string) (session.Session, error) {
-	sess, err := scanSession(s.db.QueryRowContext(ctx, `SELECT `+sessionCols+` FROM sessions s WHERE s.id = ?1`, id))
-	return sess, s.wrap("session by id", sqliteNotFound(err))
+	return sessionByID(ctx, s, id)
 }
 
 // ListSessions implements [session.Backend].

@@ -37,14 +37,12 @@ func (s *SQLite) CreateUser(ctx context.Context, u session.User) error {
 
 // UserByName implements [session.Backend].
 func (s *SQLite) UserByName(ctx context.Context, username string) (session.User, error) {
-	u, err := scanUser(s.db.QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE username = ?1`, username))
-	return u, s.wrap("user by name", sqliteNotFound(err))
+	return userWhere(ctx, s, "user by name", "username", username)
 }
 
 // UserByID implements [session.Backend].
 func (s *SQLite) UserByID(ctx context.Context, id string) (session.User, error) {
-	u, err := scanUser(s.db.QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE id = ?1`, id))
-	return u, s.wrap("user by id", sqliteNotFound(err))
+	return userWhere(ctx, s, "user by id", "id", id)
 }
 
 // ChangeRecord implements [session.Backend].

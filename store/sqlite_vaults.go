@@ -11,19 +11,7 @@ import (
 
 // GetVault implements [session.Backend].
 func (s *SQLite) GetVault(ctx context.Context, vaultID string) (session.Vault, error) {
-	var (
-		v       session.Vault
-		version int64
-		updated sql.NullInt64
-	)
-	err := s.db.QueryRowContext(ctx, `SELECT data, version, updated_at FROM vaults WHERE vault_id = ?1`, vaultID).
-		Scan(&v.Data, &version, &updated)
-	if err != nil {
-		return session.Vault{}, s.wrap("get vault", sqliteNotFound(err))
-	}
-	v.ETag = etag(version)
-	v.UpdatedAt = fromMillis(updated)
-	return v, nil
+	return getVault(ctx, s, vaultID)
 }
 
 // PutVault implements [session.Backend].

@@ -1,0 +1,111 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"regexp"
+	"sync"
+
+	"github.com/sessiond/sessiond/session"
+)
+
+// The queries whose SQL is the same on both databases are written once, here, against db: one
+// row, one statement, and the backend's error mapping. They use PostgreSQL's $1 placeholders;
+// the SQLite side rewrites them to its ?1 form. The queries whose SQL differs (conditional
+// writes, the revoking UPDATEs, batch writes) stay per backend.
+type db interface {
+	row(ctx context.Context, query string, args ...any) scanner
+	exec(ctx context.Context, query string, args ...any) error
+	notFound(err error) error
+	wrap(op string, err error) error
+}
+
+func (s *SQLite) row(ctx context.Context, q string, args ...any) scanner {
+	return s.db.QueryRowContext(ctx, sqliteSQL(q), args...)
+}
+
+func (s *SQLite) exec(ctx context.Context, q string, args ...any) error {
+	_, err := s.db.ExecContext(ctx, sqliteSQL(q), args...)
+	return err
+}
+
+func (s *SQLite) notFound(err error) error { return sqliteNotFound(err) }
+
+func (p *Postgres) row(ctx context.Context, q string, args ...any) scanner {
+	return p.pool.QueryRow(ctx, q, args...)
+}
+
+func (p *Postgres) exec(ctx context.Context, q string, args ...any) error {
+	_, err := p.pool.Exec(ctx, q, args...)
+	return err
+}
+
+func (p *Postgres) notFound(err error) error { return pgNotFound(err) }
+
+var (
+	placeholder = regexp.MustCompile(`\$(\d+)`)
+	sqliteForm  sync.Map // PostgreSQL query -> the same for SQLite
+)
+
+// sqliteSQL rewrites PostgreSQL's $N placeholders to SQLite's ?N (same numbering, so a
+// parameter used twice is bound once).
+func sqliteSQL(q string) string {
+	if v, ok := sqliteForm.Load(q); ok {
+		return v.(string)
+	}
+	r := placeholder.ReplaceAllString(q, "?$1")
+	sqliteForm.Store(q, r)
+	return r
+}
+
+func userWhere(ctx context.Context, d db, op, column, value string) (session.User, error) {
+	u, err := scanUser(d.row(ctx, `SELECT `+userCols+` FROM users WHERE `+column+` = $1`, value))
+	return u, d.wrap(op, d.notFound(err))
+}
+
+func sessionByID(ctx context.Context, d db, id string) (session.Session, error) {
+	s, err := scanSession(d.row(ctx, `SELECT `+sessionCols+` FROM sessions s WHERE s.id = $1`, id))
+	return s, d.wrap("session by id", d.notFound(err))
+}
+
+func getVault(ctx context.Context, d db, vaultID string) (session.Vault, error) {
+	var (
+		v       session.Vault
+		version int64
+		updated sql.NullInt64
+	)
+	err := d.row(ctx, `SELECT data, version, updated_at FROM vaults WHERE vault_id = $1`, vaultID).
+		Scan(&v.Data, &version, &updated)
+	if err != nil {
+		return session.Vault{}, d.wrap("get vault", d.notFound(err))
+	}
+	v.ETag = etag(version)
+	v.UpdatedAt = fromMillis(updated)
+	return v, nil
+}
+
+func checkKeyFingerprint(ctx context.Context, d db, fp string) error {
+	if fp == "" {
+		return fmt.Errorf("store: check key fingerprint: %w: empty fingerprint", session.ErrBadInput)
+	}
+	if err := d.exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`, keyFingerprint, fp); err != nil {
+		return d.wrap("check key fingerprint", err)
+	}
+	var recorded string
+	if err := d.row(ctx, `SELECT value FROM meta WHERE key = $1`, keyFingerprint).Scan(&recorded); err != nil {
+		return d.wrap("check key fingerprint", err)
+	}
+	if recorded != fp {
+		return fmt.Errorf("store: check key fingerprint: %w", session.ErrKeyMismatch)
+	}
+	return nil
+}
+
+func setKeyFingerprint(ctx context.Context, d db, fp string) error {
+	if fp == "" {
+		return fmt.Errorf("store: set key fingerprint: %w: empty fingerprint", session.ErrBadInput)
+	}
+	return d.wrap("set key fingerprint", d.exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, $2)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, keyFingerprint, fp))
+}

@@ -28,28 +28,40 @@ const (
 type handler func(c *conn, ctx context.Context, in Inbound, s session.Session) error
 
 type command struct {
-	need need
-	run  handler
+	need  need
+	limit *addrLimit // spent before the handler runs; nil: none
+	run   handler
 }
+
+// addrLimit is a per-client-address budget a command spends (IPv6 by /64).
+type addrLimit struct {
+	name, prefix string
+	max          func(Limits) int
+}
+
+var (
+	registrationsPerAddr = &addrLimit{"registrations_per_address", "reg-addr:", func(l Limits) int { return l.RegistrationsPerAddr }}
+	loginsPerAddr        = &addrLimit{"logins_per_address", "login-addr:", func(l Limits) int { return l.LoginsPerAddress }}
+)
 
 // commands is the protocol's message table.
 var commands = map[string]command{
-	protocol.TypePing:                 {anyState, (*conn).ping},
-	protocol.TypeRegisterStart:        {signedOut, (*conn).registerStart},
-	protocol.TypeRegisterFinish:       {signedOut, (*conn).registerFinish},
-	protocol.TypeLoginStart:           {signedOut, (*conn).loginStart},
-	protocol.TypeLoginFinish:          {signedOut, (*conn).loginFinish},
-	protocol.TypeSessionResume:        {signedOut, (*conn).resume},
-	protocol.TypeSessionRefresh:       {signedIn, (*conn).refresh},
-	protocol.TypeSessionLogout:        {signedIn, (*conn).logout},
-	protocol.TypeSessionsList:         {signedIn, (*conn).listSessions},
-	protocol.TypeSessionsRevoke:       {signedIn, (*conn).revokeSession},
-	protocol.TypeSessionsRevokeOthers: {signedIn, (*conn).revokeOthers},
-	protocol.TypeActivityList:         {signedIn, (*conn).activity},
-	protocol.TypeReauthStart:          {signedIn, (*conn).reauthStart},
-	protocol.TypeReauthFinish:         {signedIn, (*conn).reauthFinish},
-	protocol.TypePasswordChangeStart:  {signedIn, (*conn).passwordChangeStart},
-	protocol.TypePasswordChangeFinish: {signedIn, (*conn).passwordChangeFinish},
+	protocol.TypePing:                 {anyState, nil, (*conn).ping},
+	protocol.TypeRegisterStart:        {signedOut, registrationsPerAddr, (*conn).registerStart},
+	protocol.TypeRegisterFinish:       {signedOut, nil, (*conn).registerFinish},
+	protocol.TypeLoginStart:           {signedOut, loginsPerAddr, (*conn).loginStart},
+	protocol.TypeLoginFinish:          {signedOut, nil, (*conn).loginFinish},
+	protocol.TypeSessionResume:        {signedOut, nil, (*conn).resume},
+	protocol.TypeSessionRefresh:       {signedIn, nil, (*conn).refresh},
+	protocol.TypeSessionLogout:        {signedIn, nil, (*conn).logout},
+	protocol.TypeSessionsList:         {signedIn, nil, (*conn).listSessions},
+	protocol.TypeSessionsRevoke:       {signedIn, nil, (*conn).revokeSession},
+	protocol.TypeSessionsRevokeOthers: {signedIn, nil, (*conn).revokeOthers},
+	protocol.TypeActivityList:         {signedIn, nil, (*conn).activity},
+	protocol.TypeReauthStart:          {signedIn, nil, (*conn).reauthStart},
+	protocol.TypeReauthFinish:         {signedIn, nil, (*conn).reauthFinish},
+	protocol.TypePasswordChangeStart:  {signedIn, nil, (*conn).passwordChangeStart},
+	protocol.TypePasswordChangeFinish: {signedIn, nil, (*conn).passwordChangeFinish},
 }
 
 var (
@@ -98,6 +110,8 @@ func (c *conn) dispatch(ctx context.Context, cmd command, in Inbound) error {
 		return errSignedIn
 	case cmd.need == signedIn && cur == nil:
 		return errNotSignedIn
+	case cmd.limit != nil && c.srv.limited(ctx, cmd.limit.name, cmd.limit.prefix+limitKey(c.ip), cmd.limit.max(c.srv.limits)):
+		return ErrRateLimited
 	case cmd.need != signedIn:
 		return cmd.run(c, ctx, in, session.Session{})
 	}

@@ -17,9 +17,6 @@ func (c *conn) registerStart(ctx context.Context, in Inbound, _ session.Session)
 	if !c.tokensOK {
 		return errInsecure
 	}
-	if c.srv.limited(ctx, "registrations_per_address", "reg-addr:"+limitKey(c.ip), c.srv.limits.RegistrationsPerAddr) {
-		return ErrRateLimited
-	}
 	req, err := session.DecodeB64(in.Request)
 	if err != nil {
 		return err
@@ -70,9 +67,6 @@ func (c *conn) loginStart(ctx context.Context, in Inbound, _ session.Session) er
 	}
 	if err := session.CheckLabel(in.Device); err != nil {
 		return err
-	}
-	if c.srv.limited(ctx, "logins_per_address", "login-addr:"+limitKey(c.ip), c.srv.limits.LoginsPerAddress) {
-		return ErrRateLimited
 	}
 	// Every login.start counts against the username until a login.finish succeeds: wrong
 	// passwords and abandoned attempts (a client that cannot open its envelope just stops)

@@ -50,20 +50,6 @@ already open values sealed under the new key (see keygen -rotate -stage). Works 
 directly: it needs the database and the key file, not a running node.
 `
 
-// keyRotation runs the key-rotation commands and reports whether args was one of them; run
-// handles every other command line as before.
-func keyRotation(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (bool, error) {
-	switch {
-	case len(args) > 0 && args[0] == "keygen" && hasFlag(args[1:], "rotate", "stage", "retire", "i"):
-		return true, keygenRotate(args[1:], stdout, stderr)
-	case len(args) > 0 && args[0] == "admin" && slices.Contains(args[1:], "rotate-keys"):
-		rest := slices.Clone(args[1:])
-		rest = slices.Delete(rest, slices.Index(rest, "rotate-keys"), slices.Index(rest, "rotate-keys")+1)
-		return true, rotateKeys(ctx, rest, getenv, stdout, stderr)
-	}
-	return false, nil
-}
-
 // hasFlag reports whether args holds one of the flags names (-name, --name, -name=value).
 func hasFlag(args []string, names ...string) bool {
 	for _, a := range args {

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,14 +27,21 @@ import (
 // run is the whole program; tests call it with their own arguments and environment, on :0,
 // and learn the listen address through ready.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready func(addr string)) error {
-	if ok, err := keyRotation(ctx, args, getenv, stdout, stderr); ok {
-		return err
+	// The subcommands, all dispatched here; without one the node runs.
+	sub, rest := "", []string(nil)
+	if len(args) > 0 {
+		sub, rest = args[0], args[1:]
 	}
-	if len(args) > 0 && args[0] == "keygen" {
-		return keygen(args[1:], stdout, stderr)
-	}
-	if len(args) > 0 && args[0] == "admin" {
-		return admin(ctx, args[1:], getenv, stdout, stderr)
+	switch {
+	case sub == "keygen" && hasFlag(rest, "rotate", "stage", "retire", "i"):
+		return keygenRotate(rest, stdout, stderr)
+	case sub == "keygen":
+		return keygen(rest, stdout, stderr)
+	case sub == "admin" && slices.Contains(rest, "rotate-keys"):
+		i := slices.Index(rest, "rotate-keys")
+		return rotateKeys(ctx, slices.Delete(slices.Clone(rest), i, i+1), getenv, stdout, stderr)
+	case sub == "admin":
+		return admin(ctx, rest, getenv, stdout, stderr)
 	}
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {

@@ -28,20 +28,7 @@ func (p *Postgres) AddEvents(ctx context.Context, events []session.Event) error 
 
 // ListEvents implements [session.Backend].
 func (p *Postgres) ListEvents(ctx context.Context, userID string, limit int) ([]session.Event, error) {
-	rows, err := p.pool.Query(ctx, `SELECT `+eventColumns+` FROM events WHERE user_id = $1 ORDER BY at DESC, id LIMIT $2`, userID, limit)
-	if err != nil {
-		return nil, p.wrap("list events", err)
-	}
-	defer rows.Close()
-	out := []session.Event{}
-	for rows.Next() {
-		e, err := scanEvent(rows)
-		if err != nil {
-			return nil, p.wrap("list events", err)
-		}
-		out = append(out, e)
-	}
-	return out, p.wrap("list events", rows.Err())
+	return listEvents(ctx, p, userID, limit)
 }
 
 // DeleteEventsBefore implements [session.Backend].

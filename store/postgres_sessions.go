@@ -128,23 +128,7 @@ func (p *Postgres) SessionByID(ctx context.Context, id string) (session.Session,
 
 // ListSessions implements [session.Backend].
 func (p *Postgres) ListSessions(ctx context.Context, userID string, now time.Time) ([]session.Session, error) {
-	rows, err := p.pool.Query(ctx, `
-		SELECT `+sessionCols+` FROM sessions s
-		WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.idle_expires_at > $2 AND s.expires_at > $2
-		ORDER BY s.created_at, s.id`, userID, millis(now))
-	if err != nil {
-		return nil, p.wrap("list sessions", err)
-	}
-	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (session.Session, error) {
-		return scanSession(row)
-	})
-	if err != nil {
-		return nil, p.wrap("list sessions", err)
-	}
-	if list == nil {
-		list = []session.Session{}
-	}
-	return list, nil
+	return listSessions(ctx, p, userID, now)
 }
 
 // RotateToken implements [session.Backend].

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"sync"
+	"time"
 
 	"github.com/sessiond/sessiond/session"
 )
@@ -16,6 +17,7 @@ import (
 // writes, the revoking UPDATEs, batch writes) stay per backend.
 type db interface {
 	row(ctx context.Context, query string, args ...any) scanner
+	rows(ctx context.Context, query string, args ...any) (rows, error)
 	exec(ctx context.Context, query string, args ...any) error
 	notFound(err error) error
 	wrap(op string, err error) error
@@ -23,6 +25,26 @@ type db interface {
 
 func (s *SQLite) row(ctx context.Context, q string, args ...any) scanner {
 	return s.db.QueryRowContext(ctx, sqliteSQL(q), args...)
+}
+
+// rows is a result set of either driver.
+type rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+	Close()
+}
+
+type sqlRows struct{ *sql.Rows }
+
+func (r sqlRows) Close() { _ = r.Rows.Close() }
+
+func (s *SQLite) rows(ctx context.Context, q string, args ...any) (rows, error) {
+	r, err := s.db.QueryContext(ctx, sqliteSQL(q), args...)
+	if err != nil {
+		return nil, err
+	}
+	return sqlRows{r}, nil
 }
 
 func (s *SQLite) exec(ctx context.Context, q string, args ...any) error {
@@ -34,6 +56,10 @@ func (s *SQLite) notFound(err error) error { return sqliteNotFound(err) }
 
 func (p *Postgres) row(ctx context.Context, q string, args ...any) scanner {
 	return p.pool.QueryRow(ctx, q, args...)
+}
+
+func (p *Postgres) rows(ctx context.Context, q string, args ...any) (rows, error) {
+	return p.pool.Query(ctx, q, args...)
 }
 
 func (p *Postgres) exec(ctx context.Context, q string, args ...any) error {
@@ -108,4 +134,34 @@ func setKeyFingerprint(ctx context.Context, d db, fp string) error {
 	}
 	return d.wrap("set key fingerprint", d.exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, $2)
 		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, keyFingerprint, fp))
+}
+
+// collect reads every row of a query with scan, into a non-nil slice.
+func collect[T any](ctx context.Context, d db, op string, scan func(scanner) (T, error), q string, args ...any) ([]T, error) {
+	rs, err := d.rows(ctx, q, args...)
+	if err != nil {
+		return nil, d.wrap(op, err)
+	}
+	defer rs.Close()
+	out := []T{}
+	for rs.Next() {
+		v, err := scan(rs)
+		if err != nil {
+			return nil, d.wrap(op, err)
+		}
+		out = append(out, v)
+	}
+	return out, d.wrap(op, rs.Err())
+}
+
+func listSessions(ctx context.Context, d db, userID string, now time.Time) ([]session.Session, error) {
+	return collect(ctx, d, "list sessions", func(r scanner) (session.Session, error) { return scanSession(r) }, `
+		SELECT `+sessionCols+` FROM sessions s
+		WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.idle_expires_at > $2 AND s.expires_at > $2
+		ORDER BY s.created_at, s.id`, userID, millis(now))
+}
+
+func listEvents(ctx context.Context, d db, userID string, limit int) ([]session.Event, error) {
+	return collect(ctx, d, "list events", scanEvent,
+		`SELECT `+eventColumns+` FROM events WHERE user_id = $1 ORDER BY at DESC, id LIMIT $2`, userID, limit)
 }

@@ -26,20 +26,7 @@ func (s *SQLite) AddEvents(ctx context.Context, events []session.Event) error {
 
 // ListEvents implements [session.Backend].
 func (s *SQLite) ListEvents(ctx context.Context, userID string, limit int) ([]session.Event, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+eventColumns+` FROM events WHERE user_id = ?1 ORDER BY at DESC, id LIMIT ?2`, userID, limit)
-	if err != nil {
-		return nil, s.wrap("list events", err)
-	}
-	defer rows.Close()
-	out := []session.Event{}
-	for rows.Next() {
-		e, err := scanEvent(rows)
-		if err != nil {
-			return nil, s.wrap("list events", err)
-		}
-		out = append(out, e)
-	}
-	return out, s.wrap("list events", rows.Err())
+	return listEvents(ctx, s, userID, limit)
 }
 
 // DeleteEventsBefore implements [session.Backend].

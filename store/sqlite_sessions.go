@@ -140,26 +140,7 @@ func (s *SQLite) SessionByID(ctx context.Context, id string) (session.Session, e
 
 // ListSessions implements [session.Backend].
 func (s *SQLite) ListSessions(ctx context.Context, userID string, now time.Time) ([]session.Session, error) {
-	rows, err := s.db.QueryContext(ctx, `
-		SELECT `+sessionCols+` FROM sessions s
-		WHERE s.user_id = ?1 AND s.revoked_at IS NULL AND s.idle_expires_at > ?2 AND s.expires_at > ?2
-		ORDER BY s.created_at, s.id`, userID, millis(now))
-	if err != nil {
-		return nil, s.wrap("list sessions", err)
-	}
-	defer rows.Close()
-	list := []session.Session{}
-	for rows.Next() {
-		sess, err := scanSession(rows)
-		if err != nil {
-			return nil, s.wrap("list sessions", err)
-		}
-		list = append(list, sess)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, s.wrap("list sessions", err)
-	}
-	return list, nil
+	return listSessions(ctx, s, userID, now)
 }
 
 // RotateToken implements [session.Backend].

@@ -22,32 +22,7 @@ func (p *Postgres) SetKeyFingerprint(ctx context.Context, fp string) error {
 
 // SealedValues implements [session.Backend].
 func (p *Postgres) SealedValues(ctx context.Context, name, afterID string, limit int) ([]session.SealedValue, error) {
-	table, column, err := sealedColumn(name)
-	if err == nil && limit < 1 {
-		err = fmt.Errorf("%w: limit %d", session.ErrBadInput, limit)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("store: sealed values: %w", err)
-	}
-	// The comparison and the order use the same collation, so the cursor neither skips nor
-	// repeats a row whatever the database's collation is.
-	rows, err := p.pool.Query(ctx, `SELECT id, `+column+` FROM `+table+`
-		WHERE id > $1 AND octet_length(`+column+`) > 0 ORDER BY id LIMIT $2`, afterID, limit)
-	if err != nil {
-		return nil, p.wrap("sealed values", err)
-	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (session.SealedValue, error) {
-		var v session.SealedValue
-		err := row.Scan(&v.ID, &v.Value)
-		return v, err
-	})
-	if err != nil {
-		return nil, p.wrap("sealed values", err)
-	}
-	if out == nil {
-		out = []session.SealedValue{}
-	}
-	return out, nil
+	return sealedValues(ctx, p, name, afterID, limit)
 }
 
 // ResealValues implements [session.Backend]. A row updated concurrently is re-read by the

@@ -165,3 +165,21 @@ func listEvents(ctx context.Context, d db, userID string, limit int) ([]session.
 	return collect(ctx, d, "list events", scanEvent,
 		`SELECT `+eventColumns+` FROM events WHERE user_id = $1 ORDER BY at DESC, id LIMIT $2`, userID, limit)
 }
+
+// sealedValues reads a batch of a sealed column for a key rotation. The comparison and the
+// order use the same collation, so the cursor neither skips nor repeats a row whatever the
+// database's collation is.
+func sealedValues(ctx context.Context, d db, name, afterID string, limit int) ([]session.SealedValue, error) {
+	table, column, err := sealedColumn(name)
+	if err == nil && limit < 1 {
+		err = fmt.Errorf("%w: limit %d", session.ErrBadInput, limit)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: sealed values: %w", err)
+	}
+	return collect(ctx, d, "sealed values", func(r scanner) (session.SealedValue, error) {
+		var v session.SealedValue
+		err := r.Scan(&v.ID, &v.Value)
+		return v, err
+	}, `SELECT id, `+column+` FROM `+table+` WHERE id > $1 AND octet_length(`+column+`) > 0 ORDER BY id LIMIT $2`, afterID, limit)
+}

@@ -21,28 +21,7 @@ func (s *SQLite) SetKeyFingerprint(ctx context.Context, fp string) error {
 
 // SealedValues implements [session.Backend].
 func (s *SQLite) SealedValues(ctx context.Context, name, afterID string, limit int) ([]session.SealedValue, error) {
-	table, column, err := sealedColumn(name)
-	if err == nil && limit < 1 {
-		err = fmt.Errorf("%w: limit %d", session.ErrBadInput, limit)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("store: sealed values: %w", err)
-	}
-	rows, err := s.db.QueryContext(ctx, `SELECT id, `+column+` FROM `+table+`
-		WHERE id > ?1 AND length(`+column+`) > 0 ORDER BY id LIMIT ?2`, afterID, limit)
-	if err != nil {
-		return nil, s.wrap("sealed values", err)
-	}
-	defer rows.Close()
-	out := []session.SealedValue{}
-	for rows.Next() {
-		var v session.SealedValue
-		if err := rows.Scan(&v.ID, &v.Value); err != nil {
-			return nil, s.wrap("sealed values", err)
-		}
-		out = append(out, v)
-	}
-	return out, s.wrap("sealed values", rows.Err())
+	return sealedValues(ctx, s, name, afterID, limit)
 }
 
 // ResealValues implements [session.Backend].

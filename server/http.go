@@ -40,6 +40,7 @@ func (s *Server) routes() {
 	mux.Handle("GET /api/v1/vault", s.auth(s.handleGetVault))
 	mux.Handle("PUT /api/v1/vault", s.auth(s.handlePutVault))
 	mux.Handle("GET /api/v1/activity", s.auth(s.handleActivity))
+	mux.Handle("/api/v1/forward-auth", s.forwardAuth())
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		if allow := allowedMethods(mux, r, "/api/"); len(allow) > 0 {
 			methodNotAllowed(s, w, r, allow)
@@ -57,7 +58,7 @@ func (s *Server) routes() {
 			files.ServeHTTP(w, r)
 		})
 	}
-	s.mux = s.securityHeaders(mux)
+	s.mux = s.securityHeaders(s.cors(mux))
 }
 
 // allowedMethods lists the methods that mux routes r's path to a handler other than the
@@ -360,8 +361,6 @@ func (s *Server) verifyProof(r *http.Request, sess session.Session) error {
 	return s.mgr.VerifyProof(sess, r.Header.Get(ProofHeader), r.Method, r.URL.RequestURI(), body, s.proofSeen(r.Context()))
 }
 
-// proofSeen reports whether a proof's MAC was already used within the window, on any node that
-// shares the counter.
 // proofSeen records a proof's MAC and reports whether it was used before, on any node. With a
 // shared counter it never falls back to this node's memory: a replay on another node would go
 // unseen, so an unreachable Redis refuses the proof (VerifyProof: ErrUnavailable).

@@ -219,4 +219,28 @@ type Backend interface {
 	Store
 	EventStore
 	KeyStore
+	ServiceStore
+}
+
+// ServiceClient is one of the application's own servers, allowed to introspect tokens. Only a
+// hash of its secret is kept.
+type ServiceClient struct {
+	ID         string
+	Name       string
+	SecretHash []byte
+	CreatedAt  time.Time
+	RevokedAt  time.Time // zero while it may call
+}
+
+// ServiceStore keeps the service clients. Optional: without it no service can introspect.
+type ServiceStore interface {
+	// CreateServiceClient inserts c.
+	CreateServiceClient(ctx context.Context, c ServiceClient) error
+	// ServiceClientBySecret finds the client with this secret hash, revoked or not. Unknown:
+	// ErrNotFound.
+	ServiceClientBySecret(ctx context.Context, secretHash []byte) (ServiceClient, error)
+	// ListServiceClients returns every client, oldest first.
+	ListServiceClients(ctx context.Context) ([]ServiceClient, error)
+	// RevokeServiceClient revokes a client at at. Unknown or already revoked: ErrNotFound.
+	RevokeServiceClient(ctx context.Context, id string, at time.Time) error
 }

@@ -44,6 +44,7 @@ func runConformance(t *testing.T, open func(t *testing.T) session.Backend) {
 		{"revoke/others of user", testRevokeUserSessions},
 		{"users/change record", testChangeRecord},
 		{"users/credential version", testCredentialVersion},
+		{"service clients", testServiceClients},
 		{"users/delete", testDeleteUser},
 		{"sweep/delete ended", testDeleteEnded},
 		{"vault/etag flow", testVault},
@@ -1048,5 +1049,34 @@ func testEvents(t *testing.T, st session.Backend) {
 	got, _ = st.ListEvents(ctx, "u1", 10)
 	if len(got) != 3 {
 		t.Fatalf("%d events left, want 3", len(got))
+	}
+}
+
+func testServiceClients(t *testing.T, st session.Backend) {
+	ctx := t.Context()
+	list, err := st.ListServiceClients(ctx)
+	must(t, err)
+	if len(list) != 0 {
+		t.Fatalf("a new store lists %v", list)
+	}
+	a := session.ServiceClient{ID: "c1", Name: "orders", SecretHash: []byte("hash-1"), CreatedAt: t0}
+	b := session.ServiceClient{ID: "c2", Name: "billing", SecretHash: []byte("hash-2"), CreatedAt: at(time.Second)}
+	must(t, st.CreateServiceClient(ctx, a))
+	must(t, st.CreateServiceClient(ctx, b))
+	wantErr(t, st.CreateServiceClient(ctx, session.ServiceClient{ID: "c3", Name: "x"}), session.ErrBadInput)
+	got, err := st.ServiceClientBySecret(ctx, []byte("hash-2"))
+	must(t, err)
+	if got.ID != "c2" || got.Name != "billing" || !got.CreatedAt.Equal(b.CreatedAt) || !got.RevokedAt.IsZero() {
+		t.Fatalf("by secret: %+v", got)
+	}
+	_, err = st.ServiceClientBySecret(ctx, []byte("nope"))
+	wantErr(t, err, session.ErrNotFound)
+	must(t, st.RevokeServiceClient(ctx, "c1", at(time.Minute)))
+	wantErr(t, st.RevokeServiceClient(ctx, "c1", at(time.Minute)), session.ErrNotFound)
+	wantErr(t, st.RevokeServiceClient(ctx, "ghost", at(time.Minute)), session.ErrNotFound)
+	list, err = st.ListServiceClients(ctx)
+	must(t, err)
+	if len(list) != 2 || list[0].ID != "c1" || !list[0].RevokedAt.Equal(at(time.Minute)) || list[1].ID != "c2" {
+		t.Fatalf("list: %+v", list)
 	}
 }

@@ -18,7 +18,7 @@ import (
 type db interface {
 	row(ctx context.Context, query string, args ...any) scanner
 	rows(ctx context.Context, query string, args ...any) (rows, error)
-	exec(ctx context.Context, query string, args ...any) error
+	exec(ctx context.Context, query string, args ...any) (int64, error)
 	notFound(err error) error
 	wrap(op string, err error) error
 }
@@ -47,9 +47,12 @@ func (s *SQLite) rows(ctx context.Context, q string, args ...any) (rows, error) 
 	return sqlRows{r}, nil
 }
 
-func (s *SQLite) exec(ctx context.Context, q string, args ...any) error {
-	_, err := s.db.ExecContext(ctx, sqliteSQL(q), args...)
-	return err
+func (s *SQLite) exec(ctx context.Context, q string, args ...any) (int64, error) {
+	res, err := s.db.ExecContext(ctx, sqliteSQL(q), args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
 }
 
 func (s *SQLite) notFound(err error) error { return sqliteNotFound(err) }
@@ -62,9 +65,9 @@ func (p *Postgres) rows(ctx context.Context, q string, args ...any) (rows, error
 	return p.pool.Query(ctx, q, args...)
 }
 
-func (p *Postgres) exec(ctx context.Context, q string, args ...any) error {
-	_, err := p.pool.Exec(ctx, q, args...)
-	return err
+func (p *Postgres) exec(ctx context.Context, q string, args ...any) (int64, error) {
+	tag, err := p.pool.Exec(ctx, q, args...)
+	return tag.RowsAffected(), err
 }
 
 func (p *Postgres) notFound(err error) error { return pgNotFound(err) }
@@ -115,7 +118,7 @@ func checkKeyFingerprint(ctx context.Context, d db, fp string) error {
 	if fp == "" {
 		return fmt.Errorf("store: check key fingerprint: %w: empty fingerprint", session.ErrBadInput)
 	}
-	if err := d.exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`, keyFingerprint, fp); err != nil {
+	if _, err := d.exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`, keyFingerprint, fp); err != nil {
 		return d.wrap("check key fingerprint", err)
 	}
 	var recorded string
@@ -132,8 +135,9 @@ func setKeyFingerprint(ctx context.Context, d db, fp string) error {
 	if fp == "" {
 		return fmt.Errorf("store: set key fingerprint: %w: empty fingerprint", session.ErrBadInput)
 	}
-	return d.wrap("set key fingerprint", d.exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, $2)
-		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, keyFingerprint, fp))
+	_, err := d.exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, $2)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, keyFingerprint, fp)
+	return d.wrap("set key fingerprint", err)
 }
 
 // collect reads every row of a query with scan, into a non-nil slice.

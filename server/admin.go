@@ -65,6 +65,7 @@ func (s *Server) AdminHandler() http.Handler {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	}))
+	s.adminServices(mux, guard)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if allow := allowedMethods(mux, r, "/"); len(allow) > 0 {
 			methodNotAllowed(s, w, r, allow)

@@ -60,6 +60,15 @@ type Admin interface {
 	AdminRevokeUser(ctx context.Context, username string) ([]string, error)
 	DeleteUser(ctx context.Context, username string) ([]string, error)
 	AdminToken() string
+	CreateServiceClient(ctx context.Context, name string) (session.ServiceClient, string, error)
+	ListServiceClients(ctx context.Context) ([]session.ServiceClient, error)
+	RevokeServiceClient(ctx context.Context, id string) error
+}
+
+// Services is what the app's own servers use.
+type Services interface {
+	AuthenticateService(ctx context.Context, secret string) (session.ServiceClient, error)
+	Introspect(ctx context.Context, token string, client *session.Client, touch bool) (session.Session, bool, error)
 }
 
 // Domain is all the server needs of the domain.
@@ -67,6 +76,7 @@ type Domain interface {
 	Authenticator
 	Sessions
 	Admin
+	Services
 }
 
 var _ Domain = (*session.Manager)(nil)

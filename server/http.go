@@ -41,6 +41,7 @@ func (s *Server) routes() {
 	mux.Handle("PUT /api/v1/vault", s.auth(s.handlePutVault))
 	mux.Handle("GET /api/v1/activity", s.auth(s.handleActivity))
 	mux.Handle("/api/v1/forward-auth", s.forwardAuth())
+	mux.HandleFunc("POST "+introspectPath, s.handleIntrospect)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		if allow := allowedMethods(mux, r, "/api/"); len(allow) > 0 {
 			methodNotAllowed(s, w, r, allow)

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -26,6 +28,10 @@ commands:
   revoke SESSION_ID      end one session (reason "admin")
   revoke-user USERNAME   end every session of the user
   delete-user USERNAME   delete the user and its vault; every session ends
+  service create NAME    add a service client (an app backend that introspects tokens); its
+                         secret is printed once and stored only as a hash
+  service list           list the service clients
+  service revoke ID      revoke a service client's secret
   rotate-keys            re-seal stored values under the key file's current keys (works on the
                          store directly: -key-file, -data-dir or -database-url; see docs/KEYS.md)
 `
@@ -59,49 +65,66 @@ func admin(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return fmt.Errorf("admin: key file %s: %w", *keyFile, err)
 	}
-	cmd, arg := fs.Arg(0), fs.Arg(1)
-	if cmd == "token" {
+	if fs.Arg(0) == "token" {
 		fmt.Fprintln(stdout, keys.AdminToken())
 		return nil
 	}
-	if arg == "" || fs.NArg() > 2 {
+	method, path, body, ok := adminRequest(fs.Args())
+	if !ok {
 		fs.Usage()
 		return errUsage
 	}
-	var method, path string
-	switch cmd {
-	case "sessions":
-		method, path = http.MethodGet, "/admin/v1/users/"+url.PathEscape(arg)+"/sessions"
-	case "revoke":
-		method, path = http.MethodDelete, "/admin/v1/sessions/"+url.PathEscape(arg)
-	case "revoke-user":
-		method, path = http.MethodDelete, "/admin/v1/users/"+url.PathEscape(arg)+"/sessions"
-	case "delete-user":
-		method, path = http.MethodDelete, "/admin/v1/users/"+url.PathEscape(arg)
-	default:
-		fs.Usage()
-		return errUsage
+	return adminDo(ctx, strings.TrimRight(*base, "/")+path, method, body, keys.AdminToken(), stdout)
+}
+
+// adminRequest maps a command line to its admin API request.
+func adminRequest(args []string) (method, path string, body []byte, ok bool) {
+	arg := func(i int) string { return url.PathEscape(args[i]) }
+	switch {
+	case len(args) == 2 && args[0] == "sessions":
+		return http.MethodGet, "/admin/v1/users/" + arg(1) + "/sessions", nil, true
+	case len(args) == 2 && args[0] == "revoke":
+		return http.MethodDelete, "/admin/v1/sessions/" + arg(1), nil, true
+	case len(args) == 2 && args[0] == "revoke-user":
+		return http.MethodDelete, "/admin/v1/users/" + arg(1) + "/sessions", nil, true
+	case len(args) == 2 && args[0] == "delete-user":
+		return http.MethodDelete, "/admin/v1/users/" + arg(1), nil, true
+	case len(args) == 3 && args[0] == "service" && args[1] == "create":
+		b, _ := json.Marshal(map[string]string{"name": args[2]})
+		return http.MethodPost, "/admin/v1/services", b, true
+	case len(args) == 2 && args[0] == "service" && args[1] == "list":
+		return http.MethodGet, "/admin/v1/services", nil, true
+	case len(args) == 3 && args[0] == "service" && args[1] == "revoke":
+		return http.MethodDelete, "/admin/v1/services/" + arg(2), nil, true
 	}
+	return "", "", nil, false
+}
+
+// adminDo sends one admin API request and prints the answer.
+func adminDo(ctx context.Context, url, method string, body []byte, token string, stdout io.Writer) error {
 	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, method, strings.TrimRight(*base, "/")+path, nil)
+	req, err := http.NewRequestWithContext(rctx, method, url, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}
-	req.Header.Set("Authorization", "Bearer "+keys.AdminToken())
+	req.Header.Set("Authorization", "Bearer "+token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("admin: is the node's admin API listening at %s? %w", *base, err)
+		return fmt.Errorf("admin: is the node's admin API listening? %w", err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	out, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode >= 300 {
-		return errors.New("admin: " + resp.Status + ": " + strings.TrimSpace(string(body)))
+		return errors.New("admin: " + resp.Status + ": " + strings.TrimSpace(string(out)))
 	}
-	if len(body) == 0 {
+	if len(out) == 0 {
 		fmt.Fprintln(stdout, "done")
 		return nil
 	}
-	_, err = stdout.Write(body)
+	_, err = stdout.Write(out)
 	return err
 }

@@ -59,6 +59,9 @@ func httpLoad(ctx context.Context, hc *http.Client, reqs [][]*http.Request, d ti
 			errs := 0
 			for i := 0; ctx.Err() == nil && len(local) < perWorker; i++ {
 				req := mine[i%len(mine)]
+				if req.GetBody != nil { // a request with a body is sent again: rewind it
+					req.Body, _ = req.GetBody()
+				}
 				t := time.Now()
 				resp, err := hc.Do(req)
 				if err != nil {

@@ -104,6 +104,7 @@ type Manager struct {
 	fingerprint FingerprintPolicy
 	pop         bool
 	devices     deviceCache
+	services    serviceCache
 
 	mu      sync.Mutex
 	pending map[string]Touch     // activity not yet written

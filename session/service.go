@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"time"
 )
 
 // Service clients are the application's own servers. Each has a secret, shown once when it is
@@ -16,6 +18,19 @@ import (
 
 // ServiceSecretPrefix starts every service secret, so that one found in a log is recognised.
 const ServiceSecretPrefix = "sds_"
+
+// serviceCache keeps authenticated service clients for Policy.CacheTTL, so that a busy backend's
+// introspections do not each read the store: a revocation takes effect at once on the node that
+// made it, and within CacheTTL on the others.
+type serviceCache struct {
+	mu sync.Mutex
+	m  map[string]cachedService
+}
+
+type cachedService struct {
+	c       ServiceClient
+	fetched time.Time
+}
 
 // ErrNoServices: the store keeps no service clients.
 var ErrNoServices = errors.New("session: this store keeps no service clients")
@@ -70,7 +85,17 @@ func (m *Manager) RevokeServiceClient(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	return ss.RevokeServiceClient(ctx, id, m.now())
+	if err := ss.RevokeServiceClient(ctx, id, m.now()); err != nil {
+		return err
+	}
+	m.services.mu.Lock()
+	for k, e := range m.services.m {
+		if e.c.ID == id {
+			delete(m.services.m, k)
+		}
+	}
+	m.services.mu.Unlock()
+	return nil
 }
 
 // AuthenticateService returns the live service client whose secret this is; anything else is
@@ -79,15 +104,32 @@ func (m *Manager) AuthenticateService(ctx context.Context, secret string) (Servi
 	if !strings.HasPrefix(secret, ServiceSecretPrefix) || len(secret) != len(ServiceSecretPrefix)+43 {
 		return ServiceClient{}, fmt.Errorf("%w: not a service secret", ErrInvalid)
 	}
+	hash := serviceSecretHash(secret)
+	now := m.now()
+	m.services.mu.Lock()
+	e, ok := m.services.m[string(hash)]
+	m.services.mu.Unlock()
+	if ok && now.Sub(e.fetched) < m.policy.CacheTTL && !now.Before(e.fetched) {
+		return e.c, nil
+	}
 	ss, err := m.serviceStore()
 	if err != nil {
 		return ServiceClient{}, err
 	}
-	c, err := ss.ServiceClientBySecret(ctx, serviceSecretHash(secret))
+	c, err := ss.ServiceClientBySecret(ctx, hash)
 	if errors.Is(err, ErrNotFound) || err == nil && !c.RevokedAt.IsZero() {
 		return ServiceClient{}, fmt.Errorf("%w: unknown or revoked service client", ErrInvalid)
 	}
-	return c, err
+	if err != nil {
+		return ServiceClient{}, err
+	}
+	m.services.mu.Lock()
+	if m.services.m == nil || len(m.services.m) > 10_000 {
+		m.services.m = map[string]cachedService{}
+	}
+	m.services.m[string(hash)] = cachedService{c: c, fetched: now}
+	m.services.mu.Unlock()
+	return c, nil
 }
 
 // Introspect answers a service's question about a token: the live session it belongs to, or

@@ -39,7 +39,7 @@ func (s *Server) corsOrigin(r *http.Request) string {
 // cors answers preflights and labels the answers of /api/v1 for the allowed origins.
 func (s *Server) cors(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !strings.HasPrefix(r.URL.Path, "/api/v1/") || r.URL.Path == forwardAuthPath || r.URL.Path == introspectPath {
+		if !strings.HasPrefix(r.URL.Path, "/api/v1/") || r.URL.Path == forwardAuthPath || r.URL.Path == introspectPath || r.URL.Path == eventsPath {
 			next.ServeHTTP(w, r)
 			return
 		}

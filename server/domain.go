@@ -69,6 +69,8 @@ type Admin interface {
 type Services interface {
 	AuthenticateService(ctx context.Context, secret string) (session.ServiceClient, error)
 	Introspect(ctx context.Context, token string, client *session.Client, touch bool) (session.Session, bool, error)
+	ChangesAfter(ctx context.Context, seq int64, limit int) ([]session.Change, error)
+	LastChangeSeq(ctx context.Context) (int64, error)
 }
 
 // Domain is all the server needs of the domain.

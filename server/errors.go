@@ -36,6 +36,7 @@ var errorTable = []struct {
 	{session.ErrPrecondition, protocol.CodePreconditionFailed, http.StatusPreconditionFailed, "the stored version differs from the one given"},
 	{session.ErrConflict, protocol.CodeConflict, http.StatusConflict, ""},
 	{session.ErrTooLarge, protocol.CodeTooLarge, http.StatusRequestEntityTooLarge, "too large"},
+	{session.ErrNoOutbox, protocol.CodeUnavailable, http.StatusServiceUnavailable, "this deployment's store keeps no outbox"},
 	{session.ErrNoServices, protocol.CodeUnavailable, http.StatusServiceUnavailable, "this deployment's store keeps no service clients"},
 	{session.ErrUnavailable, protocol.CodeUnavailable, http.StatusServiceUnavailable, "the service is temporarily unavailable; try again"},
 	{session.ErrReauthRequired, protocol.CodeReauthRequired, http.StatusForbidden, "prove the password again first (reauth.start / reauth.finish)"},

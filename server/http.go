@@ -42,6 +42,7 @@ func (s *Server) routes() {
 	mux.Handle("GET /api/v1/activity", s.auth(s.handleActivity))
 	mux.Handle("/api/v1/forward-auth", s.forwardAuth())
 	mux.HandleFunc("POST "+introspectPath, s.handleIntrospect)
+	mux.HandleFunc("GET "+eventsPath, s.handleEvents)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		if allow := allowedMethods(mux, r, "/api/"); len(allow) > 0 {
 			methodNotAllowed(s, w, r, allow)

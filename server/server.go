@@ -68,6 +68,7 @@ type Server struct {
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
 	draining bool
+	stopping chan struct{} // closed by Shutdown: event streams end
 	wg       sync.WaitGroup
 }
 
@@ -87,7 +88,7 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	s := &Server{cfg: cfg, mgr: cfg.Manager, hub: cfg.Hub, log: cfg.Logger, conns: map[*conn]struct{}{},
+	s := &Server{cfg: cfg, mgr: cfg.Manager, hub: cfg.Hub, log: cfg.Logger, conns: map[*conn]struct{}{}, stopping: make(chan struct{}),
 		metrics: cfg.Metrics, limits: cfg.Limits.withDefaults(), counter: cfg.Counter, badTokens: newAddrCounter()}
 	if s.metrics == nil {
 		s.metrics = NewMetrics()
@@ -147,6 +148,9 @@ func (s *Server) Connections() int {
 // their handlers to end, or for ctx. It is idempotent; new connections are refused after it.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	if !s.draining {
+		close(s.stopping)
+	}
 	s.draining = true
 	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {

@@ -64,3 +64,31 @@ func (st instrumentedStore) RevokeServiceClient(ctx context.Context, id string, 
 	st.observe("RevokeServiceClient", err)
 	return err
 }
+
+// AppendChanges implements session.OutboxStore.
+func (st instrumentedStore) AppendChanges(ctx context.Context, c []session.Change) error {
+	err := st.next.AppendChanges(ctx, c)
+	st.observe("AppendChanges", err)
+	return err
+}
+
+// ChangesAfter implements session.OutboxStore.
+func (st instrumentedStore) ChangesAfter(ctx context.Context, seq int64, limit int) ([]session.Change, error) {
+	r0, err := st.next.ChangesAfter(ctx, seq, limit)
+	st.observe("ChangesAfter", err)
+	return r0, err
+}
+
+// LastChangeSeq implements session.OutboxStore.
+func (st instrumentedStore) LastChangeSeq(ctx context.Context) (int64, error) {
+	r0, err := st.next.LastChangeSeq(ctx)
+	st.observe("LastChangeSeq", err)
+	return r0, err
+}
+
+// DeleteChangesBefore implements session.OutboxStore.
+func (st instrumentedStore) DeleteChangesBefore(ctx context.Context, before time.Time, limit int) (int, error) {
+	r0, err := st.next.DeleteChangesBefore(ctx, before, limit)
+	st.observe("DeleteChangesBefore", err)
+	return r0, err
+}

@@ -65,6 +65,7 @@ func (m *Manager) DeleteUser(ctx context.Context, username string) ([]string, er
 		return nil, err
 	}
 	m.emit(ctx, Event{Kind: EventAdminAction, UserID: u.ID, Reason: "delete_user"}, Event{Kind: EventUserDeleted, UserID: u.ID})
+	defer m.record(ctx, Change{Kind: ChangeUserDeleted, UserID: u.ID}) // after its sessions' endings
 	m.afterRevoke(ctx, u.ID, ids, ReasonAdmin)
 	return ids, nil
 }

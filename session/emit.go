@@ -70,6 +70,7 @@ type Activity struct {
 // absolute).
 func (m *Manager) RecordExpiry(ctx context.Context, s Session, reason string) {
 	m.emit(ctx, Event{Kind: EventExpired, UserID: s.UserID, SessionID: s.ID, Reason: reason})
+	m.record(ctx, Change{Kind: ChangeSessionEnded, UserID: s.UserID, SessionID: s.ID, Reason: reason})
 }
 
 // Activity returns the user's most recent security events, newest first.

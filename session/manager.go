@@ -329,6 +329,7 @@ func (m *Manager) createSession(ctx context.Context, u User, dev DeviceInfo, opa
 	}
 	// The row as written is what the login's connection reads next (Check, by id).
 	m.cache.putID(s, now, gen)
+	m.record(ctx, Change{Kind: ChangeSessionCreated, UserID: u.ID, SessionID: s.ID, At: now})
 	m.emit(ctx, m.eventWithDetail(Event{Kind: EventLogin, UserID: u.ID, SessionID: s.ID, At: now}, dev))
 	if len(evicted) > 0 {
 		m.afterRevoke(ctx, u.ID, evicted, ReasonSessionLimit)
@@ -529,6 +530,7 @@ func (m *Manager) RefreshSession(ctx context.Context, s Session) (Info, string, 
 	s.TokenHash = nh[:]
 	s = m.Touch(s)
 	m.emit(ctx, Event{Kind: EventRefresh, UserID: s.UserID, SessionID: s.ID})
+	m.record(ctx, Change{Kind: ChangeSessionRefreshed, UserID: s.UserID, SessionID: s.ID})
 	return m.info(s), newToken, nil
 }
 
@@ -641,6 +643,11 @@ func (m *Manager) afterRevoke(ctx context.Context, userID string, ids []string, 
 		evs[i] = Event{Kind: EventRevoked, UserID: userID, SessionID: id, Reason: reason}
 	}
 	m.emit(ctx, evs...)
+	changes := make([]Change, len(ids))
+	for i, id := range ids {
+		changes[i] = Change{Kind: ChangeSessionEnded, UserID: userID, SessionID: id, Reason: reason}
+	}
+	m.record(ctx, changes...)
 	m.changed(ctx, userID)
 }
 
@@ -772,8 +779,11 @@ func (m *Manager) Sweep(ctx context.Context) (int, error) {
 				m.log.Info().Str("event", "sweep").Int("deleted", total).Msg("ended sessions swept")
 				m.observer.Swept(total)
 			}
-			// Security events have their own, longer retention.
+			// Security events and the outbox have their own, longer retentions.
 			if _, err := m.events.DeleteEventsBefore(ctx, m.now().Add(-EventsRetention), m.policy.SweepBatch); err != nil {
+				return total, err
+			}
+			if err := m.sweepChanges(ctx); err != nil {
 				return total, err
 			}
 			return total, nil

@@ -220,6 +220,7 @@ type Backend interface {
 	EventStore
 	KeyStore
 	ServiceStore
+	OutboxStore
 }
 
 // ServiceClient is one of the application's own servers, allowed to introspect tokens. Only a
@@ -243,4 +244,35 @@ type ServiceStore interface {
 	ListServiceClients(ctx context.Context) ([]ServiceClient, error)
 	// RevokeServiceClient revokes a client at at. Unknown or already revoked: ErrNotFound.
 	RevokeServiceClient(ctx context.Context, id string, at time.Time) error
+}
+
+// The kinds of Change.
+const (
+	ChangeSessionCreated   = "session.created"
+	ChangeSessionRefreshed = "session.refreshed"
+	ChangeSessionEnded     = "session.ended"
+	ChangeUserDeleted      = "user.deleted"
+)
+
+// Change is one entry of the outbox, the record of what the application's servers are told:
+// a session created, refreshed or ended (with the reason), a user deleted. Seq orders them.
+type Change struct {
+	Seq       int64
+	Kind      string
+	UserID    string
+	SessionID string
+	Reason    string
+	At        time.Time
+}
+
+// OutboxStore keeps the outbox. Optional: without it there is no event stream.
+type OutboxStore interface {
+	// AppendChanges records changes (Seq is assigned), in one transaction.
+	AppendChanges(ctx context.Context, changes []Change) error
+	// ChangesAfter returns at most limit changes with Seq > seq, in Seq order.
+	ChangesAfter(ctx context.Context, seq int64, limit int) ([]Change, error)
+	// LastChangeSeq returns the highest Seq recorded (0 for none).
+	LastChangeSeq(ctx context.Context) (int64, error)
+	// DeleteChangesBefore deletes at most limit changes older than before.
+	DeleteChangesBefore(ctx context.Context, before time.Time, limit int) (int, error)
 }

@@ -45,6 +45,7 @@ func runConformance(t *testing.T, open func(t *testing.T) session.Backend) {
 		{"users/change record", testChangeRecord},
 		{"users/credential version", testCredentialVersion},
 		{"service clients", testServiceClients},
+		{"outbox", testOutbox},
 		{"users/delete", testDeleteUser},
 		{"sweep/delete ended", testDeleteEnded},
 		{"vault/etag flow", testVault},
@@ -1078,5 +1079,40 @@ func testServiceClients(t *testing.T, st session.Backend) {
 	must(t, err)
 	if len(list) != 2 || list[0].ID != "c1" || !list[0].RevokedAt.Equal(at(time.Minute)) || list[1].ID != "c2" {
 		t.Fatalf("list: %+v", list)
+	}
+}
+
+func testOutbox(t *testing.T, st session.Backend) {
+	ctx := t.Context()
+	last, err := st.LastChangeSeq(ctx)
+	must(t, err)
+	if last != 0 {
+		t.Fatalf("a new store's last change is %d", last)
+	}
+	must(t, st.AppendChanges(ctx, []session.Change{
+		{Kind: session.ChangeSessionCreated, UserID: "u1", SessionID: "s1", At: t0},
+		{Kind: session.ChangeSessionEnded, UserID: "u1", SessionID: "s1", Reason: "logout", At: at(time.Hour)},
+		{Kind: session.ChangeUserDeleted, UserID: "u1", At: at(2 * time.Hour)},
+	}))
+	all, err := st.ChangesAfter(ctx, 0, 10)
+	must(t, err)
+	if len(all) != 3 || all[0].Seq >= all[1].Seq || all[1].Seq >= all[2].Seq || all[1].Reason != "logout" ||
+		all[2].SessionID != "" || all[0].Kind != session.ChangeSessionCreated || !all[1].At.Equal(at(time.Hour)) {
+		t.Fatalf("changes: %+v", all)
+	}
+	after, err := st.ChangesAfter(ctx, all[0].Seq, 1)
+	must(t, err)
+	if len(after) != 1 || after[0].Seq != all[1].Seq {
+		t.Fatalf("after the first, one: %+v", after)
+	}
+	if last, err := st.LastChangeSeq(ctx); err != nil || last != all[2].Seq {
+		t.Fatalf("last change %d %v, want %d", last, err, all[2].Seq)
+	}
+	n, err := st.DeleteChangesBefore(ctx, at(90*time.Minute), 10)
+	must(t, err)
+	rest, err := st.ChangesAfter(ctx, 0, 10)
+	must(t, err)
+	if n != 2 || len(rest) != 1 || rest[0].Kind != session.ChangeUserDeleted {
+		t.Fatalf("after deleting the old ones (%d): %+v", n, rest)
 	}
 }

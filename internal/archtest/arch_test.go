@@ -78,6 +78,7 @@ func TestDependencyDirection(t *testing.T) {
 		"store":               {"session"},
 		"server":              {"protocol", "session", "hub"},
 		"client":              {"protocol", "internal/clienthook"},
+		"client/backend":      {},
 		"internal/clienthook": {},
 		"internal/clientx":    {"client", "internal/clienthook"},
 		"internal/testclock":  {},

@@ -1,0 +1,257 @@
+// Package backend protects an application's own HTTP handlers with sessiond: RequireSession
+// takes the user's bearer token, asks sessiond about it (RFC 7662 introspection, as a service
+// client), caches the answer, and drops it the moment sessiond's event stream says the session
+// ended — on any node — so a revoked token stops working at once, not when a cache entry expires.
+//
+//	g := backend.New(backend.Config{Base: "https://sessiond.internal", Secret: os.Getenv("SESSIOND_SERVICE_SECRET")})
+//	go g.Run(ctx) // follows the event stream
+//	http.Handle("/orders", g.RequireSession(ordersHandler))
+//	// in ordersHandler: id, _ := backend.IdentityFrom(r.Context())
+package backend
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Identity is who made a request, as sessiond vouches for it.
+type Identity struct {
+	UserID        string
+	SessionID     string
+	VaultID       string
+	ExpiresAt     time.Time
+	IdleExpiresAt time.Time
+}
+
+type ctxKey struct{}
+
+// IdentityFrom returns the identity RequireSession put into the request's context.
+func IdentityFrom(ctx context.Context) (Identity, bool) {
+	id, ok := ctx.Value(ctxKey{}).(Identity)
+	return id, ok
+}
+
+// Config configures a Guard.
+type Config struct {
+	Base     string        // sessiond's base URL
+	Secret   string        // the service client's secret (sessiond admin service create NAME)
+	HTTP     *http.Client  // nil: http.DefaultClient
+	CacheTTL time.Duration // how long an answer is reused without asking again (default 30s)
+}
+
+// Guard checks tokens for an application. It is safe for concurrent use.
+type Guard struct {
+	cfg Config
+
+	mu        sync.Mutex
+	cache     map[[32]byte]entry
+	bySession map[string][][32]byte
+	lastEvent string
+	evictions int
+}
+
+type entry struct {
+	id      Identity
+	fetched time.Time
+}
+
+// New returns a Guard.
+func New(cfg Config) *Guard {
+	if cfg.HTTP == nil {
+		cfg.HTTP = http.DefaultClient
+	}
+	if cfg.CacheTTL == 0 {
+		cfg.CacheTTL = 30 * time.Second
+	}
+	cfg.Base = strings.TrimRight(cfg.Base, "/")
+	return &Guard{cfg: cfg, cache: map[[32]byte]entry{}, bySession: map[string][][32]byte{}}
+}
+
+// RequireSession lets a request through only with a live session's bearer token, with the
+// identity in its context; otherwise it answers 401.
+func (g *Guard) RequireSession(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			http.Error(w, "a session token is required", http.StatusUnauthorized)
+			return
+		}
+		id, err := g.Check(r.Context(), strings.TrimSpace(token))
+		if err != nil {
+			http.Error(w, "the session service cannot be reached", http.StatusServiceUnavailable)
+			return
+		}
+		if id == nil {
+			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+			http.Error(w, "the session is invalid, expired or revoked", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, *id)))
+	})
+}
+
+// Check returns the identity behind token, nil when it is not a live session's.
+func (g *Guard) Check(ctx context.Context, token string) (*Identity, error) {
+	key := sha256.Sum256([]byte(token))
+	now := time.Now()
+	g.mu.Lock()
+	e, ok := g.cache[key]
+	g.mu.Unlock()
+	if ok && now.Sub(e.fetched) < g.cfg.CacheTTL && now.Before(e.id.ExpiresAt) && now.Before(e.id.IdleExpiresAt) {
+		return &e.id, nil
+	}
+	id, err := g.introspect(ctx, token)
+	if err != nil || id == nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	g.cache[key] = entry{id: *id, fetched: now}
+	g.bySession[id.SessionID] = append(g.bySession[id.SessionID], key)
+	g.mu.Unlock()
+	return id, nil
+}
+
+func (g *Guard) introspect(ctx context.Context, token string) (*Identity, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.cfg.Base+"/api/v1/introspect",
+		strings.NewReader(url.Values{"token": {token}}.Encode()))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "Bearer "+g.cfg.Secret)
+	resp, err := g.cfg.HTTP.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Active  bool   `json:"active"`
+		Sub     string `json:"sub"`
+		Sid     string `json:"sid"`
+		VaultID string `json:"vault_id"`
+		Exp     int64  `json:"exp"`
+		IdleExp int64  `json:"idle_exp"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, &StatusError{Status: resp.StatusCode}
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, err
+	}
+	if !out.Active {
+		return nil, nil
+	}
+	return &Identity{UserID: out.Sub, SessionID: out.Sid, VaultID: out.VaultID,
+		ExpiresAt: time.Unix(out.Exp, 0), IdleExpiresAt: time.Unix(out.IdleExp, 0)}, nil
+}
+
+// StatusError is an unexpected answer of sessiond (a wrong or revoked service secret: 401).
+type StatusError struct{ Status int }
+
+func (e *StatusError) Error() string { return "sessiond answered HTTP " + http.StatusText(e.Status) }
+
+// Evictions counts the cached answers dropped because their session ended.
+func (g *Guard) Evictions() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.evictions
+}
+
+// Run follows sessiond's event stream until ctx ends, dropping the cached answers of sessions
+// as they end (and of all of a user's on user.deleted), reconnecting with Last-Event-ID.
+func (g *Guard) Run(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		if err := g.follow(ctx); err == nil {
+			backoff = 100 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+	return ctx.Err()
+}
+
+func (g *Guard) follow(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.cfg.Base+"/api/v1/events", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+g.cfg.Secret)
+	g.mu.Lock()
+	if g.lastEvent != "" {
+		req.Header.Set("Last-Event-ID", g.lastEvent)
+	}
+	g.mu.Unlock()
+	resp, err := g.cfg.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return &StatusError{Status: resp.StatusCode}
+	}
+	sc := bufio.NewScanner(resp.Body)
+	var id, kind, data string
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if kind != "" {
+				g.handle(id, kind, data)
+			}
+			id, kind, data = "", "", ""
+		case strings.HasPrefix(line, "id: "):
+			id = line[4:]
+		case strings.HasPrefix(line, "event: "):
+			kind = line[7:]
+		case strings.HasPrefix(line, "data: "):
+			data = line[6:]
+		}
+	}
+	return sc.Err()
+}
+
+func (g *Guard) handle(id, kind, data string) {
+	var d struct {
+		UserID    string `json:"user_id"`
+		SessionID string `json:"session_id"`
+	}
+	_ = json.Unmarshal([]byte(data), &d)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if id != "" {
+		g.lastEvent = id
+	}
+	switch kind {
+	case "session.ended":
+		g.dropLocked(d.SessionID)
+	case "user.deleted":
+		for key, e := range g.cache {
+			if e.id.UserID == d.UserID {
+				g.dropLocked(e.id.SessionID)
+				delete(g.cache, key)
+			}
+		}
+	}
+}
+
+func (g *Guard) dropLocked(sessionID string) {
+	for _, key := range g.bySession[sessionID] {
+		if _, ok := g.cache[key]; ok {
+			delete(g.cache, key)
+			g.evictions++
+		}
+	}
+	delete(g.bySession, sessionID)
+}

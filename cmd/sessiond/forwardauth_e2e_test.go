@@ -123,15 +123,35 @@ func startNginx(t *testing.T, sessiond, app string) string {
 // logged-out, a revoked (within one request, no cache window) and an expired one get 401 from
 // nginx.
 func TestForwardAuthNginx(t *testing.T) {
+	n, app := forwardAuthNode(t)
+	forwardAuthFlow(t, n, startNginx(t, n.Base, app))
+}
+
+// TestForwardAuthCaddy: the same behind Caddy's forward_auth (examples/caddy).
+func TestForwardAuthCaddy(t *testing.T) {
+	n, app := forwardAuthNode(t)
+	forwardAuthFlow(t, n, startCaddy(t, n.Base, app))
+}
+
+// forwardAuthNode is a node trusting the local proxy, with a 3 s idle timeout, and an
+// application that answers with the user id the proxy passed on.
+func forwardAuthNode(t *testing.T) (*node, string) {
+	t.Helper()
 	n := startNode(t, map[string]string{"SESSIOND_TRUSTED_PROXIES": "127.0.0.1",
 		"SESSIOND_IDLE_TIMEOUT": "3s", "SESSIOND_REFRESH_LEAD": "1s"})
-	ctx := ctxT(t)
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "hello %s", r.Header.Get("X-User-Id"))
+		id := r.Header.Get("X-User-Id")
+		if id == "" {
+			id = r.Header.Get("X-Sessiond-User-Id")
+		}
+		fmt.Fprintf(w, "hello %s", id)
 	}))
 	t.Cleanup(app.Close)
-	front := startNginx(t, n.Base, app.URL)
+	return n, app.URL
+}
 
+func forwardAuthFlow(t *testing.T, n *node, front string) {
+	ctx := ctxT(t)
 	get := func(token string) (int, string) {
 		t.Helper()
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, front+"/orders?page=2", nil)
@@ -181,4 +201,72 @@ func TestForwardAuthNginx(t *testing.T) {
 	if code, _ := get(idle.Token); code != http.StatusUnauthorized {
 		t.Fatalf("an expired token: %d, want 401", code)
 	}
+}
+
+// caddyConf is Caddy in front of the application with forward_auth (examples/caddy).
+const caddyConf = `{
+	admin off
+	auto_https off
+}
+http://127.0.0.1:{{.Port}} {
+	forward_auth {{.Sessiond}} {
+		uri /api/v1/forward-auth
+		copy_headers X-Sessiond-User-Id X-Sessiond-Session-Id
+	}
+	reverse_proxy {{.App}}
+}
+`
+
+// startCaddy runs Caddy (Debian's package) with caddyConf on a free loopback port.
+func startCaddy(t *testing.T, sessiond, app string) string {
+	t.Helper()
+	bin, err := exec.LookPath("caddy")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("the forward-auth test needs caddy (apt-get install caddy)")
+		}
+		t.Skip("caddy not installed")
+	}
+	dir := t.TempDir()
+	port := freeAddr(t)[len("127.0.0.1:"):]
+	var conf bytes.Buffer
+	_ = template.Must(template.New("caddy").Parse(caddyConf)).Execute(&conf, map[string]string{
+		"Port": port, "App": strings.TrimPrefix(app, "http://"), "Sessiond": strings.TrimPrefix(sessiond, "http://")})
+	path := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(path, conf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, "out.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin, "run", "--config", path, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir, "HOME="+dir)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+		}
+	})
+	base := "http://127.0.0.1:" + port
+	if !waitFor(ctxT(t), func() bool {
+		resp, err := http.Get(base + "/")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	}) {
+		out, _ := os.ReadFile(filepath.Join(dir, "out.log"))
+		t.Fatalf("caddy did not start: %s", out)
+	}
+	return base
 }

@@ -7,6 +7,14 @@
 //	go g.Run(ctx) // follows the event stream
 //	http.Handle("/orders", g.RequireSession(ordersHandler))
 //	// in ordersHandler: id, _ := backend.IdentityFrom(r.Context())
+//
+// Cached answers are used only while the event stream is connected (or, when Run is never
+// called, for CacheTTL): while it is down every request is asked anew, and after it reconnects
+// the events missed in between are replayed (Last-Event-ID) before the cache is trusted again.
+//
+// Behind a reverse proxy that already asks sessiond's forward-auth endpoint on every request,
+// Config.TrustedProxies lets RequireSession take the identity from the proxy's X-Sessiond-*
+// headers instead, for requests whose TCP peer is one of those proxies and no other.
 package backend
 
 import (
@@ -14,7 +22,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -44,6 +54,14 @@ type Config struct {
 	Secret   string        // the service client's secret (sessiond admin service create NAME)
 	HTTP     *http.Client  // nil: http.DefaultClient
 	CacheTTL time.Duration // how long an answer is reused without asking again (default 30s)
+	// MaxEntries bounds the cache (default 10,000); beyond it, expired answers are dropped
+	// first, then arbitrary ones.
+	MaxEntries int
+	// TrustedProxies are the addresses of reverse proxies that authorise every request with
+	// sessiond's forward auth and pass its X-Sessiond-User-Id and X-Sessiond-Session-Id headers
+	// on. A request from one of them carrying those headers is let through with that identity,
+	// without introspection; from any other peer the headers are ignored.
+	TrustedProxies []netip.Prefix
 }
 
 // Guard checks tokens for an application. It is safe for concurrent use.
@@ -55,6 +73,8 @@ type Guard struct {
 	bySession map[string][][32]byte
 	lastEvent string
 	evictions int
+	following bool // Run was called: the cache is trusted only while live
+	live      bool // the event stream is connected
 }
 
 type entry struct {
@@ -70,6 +90,9 @@ func New(cfg Config) *Guard {
 	if cfg.CacheTTL == 0 {
 		cfg.CacheTTL = 30 * time.Second
 	}
+	if cfg.MaxEntries <= 0 {
+		cfg.MaxEntries = 10000
+	}
 	cfg.Base = strings.TrimRight(cfg.Base, "/")
 	return &Guard{cfg: cfg, cache: map[[32]byte]entry{}, bySession: map[string][][32]byte{}}
 }
@@ -78,6 +101,10 @@ func New(cfg Config) *Guard {
 // identity in its context; otherwise it answers 401.
 func (g *Guard) RequireSession(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id, ok := g.fromProxy(r); ok {
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, id)))
+			return
+		}
 		scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 		if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
 			w.Header().Set("WWW-Authenticate", "Bearer")
@@ -98,14 +125,42 @@ func (g *Guard) RequireSession(next http.Handler) http.Handler {
 	})
 }
 
+// fromProxy takes the identity from a trusted proxy's forward-auth headers.
+func (g *Guard) fromProxy(r *http.Request) (Identity, bool) {
+	if len(g.cfg.TrustedProxies) == 0 {
+		return Identity{}, false
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return Identity{}, false
+	}
+	peer, err := netip.ParseAddr(host)
+	if err != nil {
+		return Identity{}, false
+	}
+	trusted := false
+	for _, p := range g.cfg.TrustedProxies {
+		trusted = trusted || p.Contains(peer.Unmap())
+	}
+	id := Identity{UserID: r.Header.Get("X-Sessiond-User-Id"), SessionID: r.Header.Get("X-Sessiond-Session-Id"),
+		VaultID: r.Header.Get("X-Sessiond-Vault-Id")}
+	if !trusted || id.UserID == "" || id.SessionID == "" {
+		return Identity{}, false
+	}
+	id.ExpiresAt, _ = time.Parse(time.RFC3339Nano, r.Header.Get("X-Sessiond-Expires-At"))
+	id.IdleExpiresAt, _ = time.Parse(time.RFC3339Nano, r.Header.Get("X-Sessiond-Idle-Expires-At"))
+	return id, true
+}
+
 // Check returns the identity behind token, nil when it is not a live session's.
 func (g *Guard) Check(ctx context.Context, token string) (*Identity, error) {
 	key := sha256.Sum256([]byte(token))
 	now := time.Now()
 	g.mu.Lock()
 	e, ok := g.cache[key]
+	usable := ok && (g.live || !g.following)
 	g.mu.Unlock()
-	if ok && now.Sub(e.fetched) < g.cfg.CacheTTL && now.Before(e.id.ExpiresAt) && now.Before(e.id.IdleExpiresAt) {
+	if usable && now.Sub(e.fetched) < g.cfg.CacheTTL && now.Before(e.id.ExpiresAt) && now.Before(e.id.IdleExpiresAt) {
 		return &e.id, nil
 	}
 	id, err := g.introspect(ctx, token)
@@ -113,10 +168,51 @@ func (g *Guard) Check(ctx context.Context, token string) (*Identity, error) {
 		return nil, err
 	}
 	g.mu.Lock()
+	if len(g.cache) >= g.cfg.MaxEntries {
+		g.pruneLocked(now)
+	}
 	g.cache[key] = entry{id: *id, fetched: now}
 	g.bySession[id.SessionID] = append(g.bySession[id.SessionID], key)
 	g.mu.Unlock()
 	return id, nil
+}
+
+// Len is the number of cached answers.
+func (g *Guard) Len() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.cache)
+}
+
+// pruneLocked drops expired answers, then arbitrary ones until a tenth of the room is free.
+func (g *Guard) pruneLocked(now time.Time) {
+	for key, e := range g.cache {
+		if now.Sub(e.fetched) >= g.cfg.CacheTTL || !now.Before(e.id.ExpiresAt) || !now.Before(e.id.IdleExpiresAt) {
+			g.forgetLocked(key, e.id.SessionID)
+		}
+	}
+	for key, e := range g.cache {
+		if len(g.cache) < g.cfg.MaxEntries-g.cfg.MaxEntries/10 {
+			break
+		}
+		g.forgetLocked(key, e.id.SessionID)
+	}
+}
+
+func (g *Guard) forgetLocked(key [32]byte, sessionID string) {
+	delete(g.cache, key)
+	keys := g.bySession[sessionID]
+	for i, k := range keys {
+		if k == key {
+			keys = append(keys[:i], keys[i+1:]...)
+			break
+		}
+	}
+	if len(keys) == 0 {
+		delete(g.bySession, sessionID)
+	} else {
+		g.bySession[sessionID] = keys
+	}
 }
 
 func (g *Guard) introspect(ctx context.Context, token string) (*Identity, error) {
@@ -168,6 +264,9 @@ func (g *Guard) Evictions() int {
 // Run follows sessiond's event stream until ctx ends, dropping the cached answers of sessions
 // as they end (and of all of a user's on user.deleted), reconnecting with Last-Event-ID.
 func (g *Guard) Run(ctx context.Context) error {
+	g.mu.Lock()
+	g.following = true
+	g.mu.Unlock()
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		if err := g.follow(ctx); err == nil {
@@ -201,6 +300,8 @@ func (g *Guard) follow(ctx context.Context) error {
 	if resp.StatusCode != http.StatusOK {
 		return &StatusError{Status: resp.StatusCode}
 	}
+	g.setLive(true)
+	defer g.setLive(false)
 	sc := bufio.NewScanner(resp.Body)
 	var id, kind, data string
 	for sc.Scan() {
@@ -220,6 +321,25 @@ func (g *Guard) follow(ctx context.Context) error {
 		}
 	}
 	return sc.Err()
+}
+
+// setLive marks the stream connected or not. A first connection (no event id to resume from)
+// cannot tell what ended before it, so the answers cached until then are dropped.
+func (g *Guard) setLive(live bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.live = live
+	if live && g.lastEvent == "" {
+		clear(g.cache)
+		clear(g.bySession)
+	}
+}
+
+// Live reports whether the event stream is connected.
+func (g *Guard) Live() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.live
 }
 
 func (g *Guard) handle(id, kind, data string) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"testing"
 	"time"
@@ -29,24 +30,10 @@ func TestBackendMiddleware(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go func() { _ = g.Run(ctx) }()
-	app := httptest.NewServer(g.RequireSession(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, _ := backend.IdentityFrom(r.Context())
-		fmt.Fprint(w, id.UserID)
-	})))
-	t.Cleanup(app.Close)
-	call := func(token string) (int, string) {
-		t.Helper()
-		req, _ := http.NewRequestWithContext(ctxT(t), http.MethodGet, app.URL, nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var b [64]byte
-		k, _ := resp.Body.Read(b[:])
-		return resp.StatusCode, string(b[:k])
+	if !waitFor(ctxT(t), g.Live) {
+		t.Fatal("the middleware never connected to the event stream")
 	}
+	call := appCaller(t, g)
 
 	name, uid := account(t, n, "backend", "pw")
 	owner, _ := loginOn(t, n, name, "pw", "owner")
@@ -68,5 +55,85 @@ func TestBackendMiddleware(t *testing.T) {
 	}
 	if code, _ := call("sdt_garbage"); code != http.StatusUnauthorized {
 		t.Fatalf("a garbage token: %d", code)
+	}
+}
+
+// appCaller serves an application handler behind g.RequireSession that writes the user id, and
+// returns a function calling it with a token (and extra headers, name then value).
+func appCaller(t *testing.T, g *backend.Guard) func(token string, hdr ...string) (int, string) {
+	app := httptest.NewServer(g.RequireSession(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, _ := backend.IdentityFrom(r.Context())
+		fmt.Fprint(w, id.UserID)
+	})))
+	t.Cleanup(app.Close)
+	return func(token string, hdr ...string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctxT(t), http.MethodGet, app.URL, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b [64]byte
+		k, _ := resp.Body.Read(b[:])
+		return resp.StatusCode, string(b[:k])
+	}
+}
+
+// TestBackendMiddlewareStreamDown: while the middleware's event stream is not connected, its
+// cache is not trusted (a revocation it cannot hear of is refused at once); the cache stays
+// within MaxEntries; forward-auth identity headers count only from a trusted proxy.
+func TestBackendMiddlewareStreamDown(t *testing.T) {
+	adminAddr := freeAddr(t)
+	n := startNode(t, map[string]string{"SESSIOND_ADMIN_ADDR": adminAddr})
+	out, err := cli(t, "admin", "-url", "http://"+adminAddr, "-key-file", filepath.Join(n.DataDir, "keys.json"), "service", "create", "app")
+	var svc struct{ Secret string }
+	if err != nil || json.Unmarshal([]byte(out), &svc) != nil {
+		t.Fatalf("service create: %v %s", err, out)
+	}
+	// Run is called, but its stream ends at once: the middleware follows nothing.
+	g := backend.New(backend.Config{Base: n.Base, Secret: svc.Secret, CacheTTL: time.Hour, MaxEntries: 2})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = g.Run(ctx)
+	call := appCaller(t, g)
+
+	name, uid := account(t, n, "backenddown", "pw")
+	owner, _ := loginOn(t, n, name, "pw", "owner")
+	_, other := loginOn(t, n, name, "pw", "other")
+	_, third := loginOn(t, n, name, "pw", "third")
+	if code, body := call(other.Token); code != 200 || body != uid {
+		t.Fatalf("a live token: %d %q", code, body)
+	}
+	if _, err := owner.Revoke(ctxT(t), other.ID); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := call(other.Token); code != http.StatusUnauthorized {
+		t.Fatalf("a revoked token while the stream is down: %d, want 401 (the cache must not be trusted)", code)
+	}
+	for _, tok := range []string{third.Token, owner.Token()} {
+		if code, _ := call(tok); code != 200 {
+			t.Fatalf("a live token: %d", code)
+		}
+	}
+	if _, _ = call(third.Token); g.Len() > 2 {
+		t.Fatalf("the cache holds %d answers, over MaxEntries 2", g.Len())
+	}
+
+	// Forward-auth headers: believed from a trusted proxy only.
+	forged := []string{"X-Sessiond-User-Id", "u_forged", "X-Sessiond-Session-Id", "s_forged"}
+	if code, _ := call("", forged...); code != http.StatusUnauthorized {
+		t.Fatalf("identity headers from an untrusted peer: %d, want 401", code)
+	}
+	trusting := backend.New(backend.Config{Base: n.Base, Secret: svc.Secret,
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	if code, body := appCaller(t, trusting)("", forged...); code != 200 || body != "u_forged" {
+		t.Fatalf("identity headers from a trusted proxy: %d %q", code, body)
 	}
 }

@@ -1,20 +1,13 @@
-# Multi-stage build: the browser bundle, then a static binary, then a minimal non-root image.
+# Multi-stage build: a static binary (the page's OPAQUE bundle is committed), then a minimal
+# non-root image.
 # docker build -t sessiond . && docker run -p 8080:8080 -v sessiond-data:/data -v sessiond-keys:/keys sessiond
 # The key file lives in its own volume (/keys), apart from the data (/data): a copy or backup of
 # the data must not carry the keys that protect it. Mount a secret there in production.
-FROM node:20-bookworm-slim AS web
-WORKDIR /src/web
-COPY web/package.json web/package-lock.json ./
-RUN npm ci --no-audit --no-fund
-COPY web/ ./
-RUN npm run build --if-present
-
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-COPY --from=web /src/web/static/ ./web/static/
 RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/sessiond ./cmd/sessiond \
  && mkdir -p /out/data /out/keys && chown 65532:65532 /out/data /out/keys && chmod 700 /out/keys
 

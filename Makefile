@@ -1,17 +1,21 @@
 # The two commands that matter (see README.md): `make run` and `make test`.
-.PHONY: run test web build fuzz-short
+.PHONY: run test web web-check build fuzz-short
 
-# Installs the pinned npm packages (npm ci) and builds the demo page's OPAQUE bundle
-# web/static/vendor/opaque.js from them (npm run build), which the server embeds. Without npm
-# the server still builds; its page then says how to build the bundle, and the interop and
-# browser tests are skipped.
+# Installs the pinned npm packages (npm ci) and rebuilds the demo page's OPAQUE bundle
+# web/static/vendor/opaque.js from them (npm run build). The bundle is committed, so the server
+# and its page work without npm; without npm the interop and browser tests are skipped locally.
 web:
 	@if command -v npm >/dev/null 2>&1; then \
 		npm ci --prefix web --no-audit --no-fund --loglevel=error && npm run --prefix web --silent build; \
 	else echo "npm not found: no OPAQUE bundle for the demo page; the interop and browser tests will be skipped"; fi
 
+# Fails when the rebuilt bundle differs from the committed one (run after `make web`).
+web-check:
+	@git diff --exit-code --stat -- web/static/vendor || { echo "web/static/vendor/opaque.js differs from a rebuild from web/package-lock.json: commit the rebuilt bundle"; exit 1; }
+
 # Starts the server with the embedded store and the demo page at http://127.0.0.1:8080/.
-run: web
+# Needs Go only: the page's OPAQUE bundle is committed.
+run:
 	go run ./cmd/sessiond
 
 build:

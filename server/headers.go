@@ -1,12 +1,18 @@
 package server
 
-import "net/http"
+import (
+	"net/http"
+	"strings"
+)
 
 // contentSecurityPolicy allows only same-origin scripts, styles, images and connections (the
 // WebSocket included), WebAssembly for the OPAQUE library, and no framing, plugins or forms
-// posting elsewhere. The demo page has no inline script or style.
-const contentSecurityPolicy = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; " +
-	"img-src 'self' data:; connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+// posting elsewhere. The only inline script the page has is its import map, allowed by hash.
+func contentSecurityPolicy(scriptHashes []string) string {
+	script := strings.Join(append([]string{"'self'", "'wasm-unsafe-eval'"}, scriptHashes...), " ")
+	return "default-src 'none'; script-src " + script + "; style-src 'self'; " +
+		"img-src 'self' data:; connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+}
 
 // securityHeaders sets the headers every response carries.
 func (s *Server) securityHeaders(next http.Handler) http.Handler {
@@ -25,7 +31,7 @@ func (s *Server) securityHeaders(next http.Handler) http.Handler {
 			// API answers are per-user and some carry tokens: never cache them.
 			h.Set("Cache-Control", "no-store")
 		} else {
-			h.Set("Content-Security-Policy", contentSecurityPolicy)
+			h.Set("Content-Security-Policy", s.csp)
 		}
 		next.ServeHTTP(w, r)
 	})

@@ -32,6 +32,8 @@ type Config struct {
 	Ready func(ctx context.Context) error
 	// Web is the demo page's file tree, served at /. Nil: no page.
 	Web fs.FS
+	// WebScriptHashes are the CSP hashes ('sha256-…') of the page's inline scripts (its import map).
+	WebScriptHashes []string
 	// Metrics are the node's series (nil: a fresh set). The server does not serve them: they
 	// tell registered usernames from unknown ones by their store counters, so they belong on
 	// a management listener (Metrics.Handler), never on the public one.
@@ -54,6 +56,7 @@ type Config struct {
 // Server is sessiond's HTTP handler.
 type Server struct {
 	cfg Config
+	csp string // the page's Content-Security-Policy
 	mgr Domain
 	hub *hub.Hub
 	log zerolog.Logger
@@ -89,7 +92,8 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	s := &Server{cfg: cfg, mgr: cfg.Manager, hub: cfg.Hub, log: cfg.Logger, conns: map[*conn]struct{}{}, stopping: make(chan struct{}),
-		metrics: cfg.Metrics, limits: cfg.Limits.withDefaults(), counter: cfg.Counter, badTokens: newAddrCounter()}
+		metrics: cfg.Metrics, limits: cfg.Limits.withDefaults(), counter: cfg.Counter, badTokens: newAddrCounter(),
+		csp: contentSecurityPolicy(cfg.WebScriptHashes)}
 	if s.metrics == nil {
 		s.metrics = NewMetrics()
 	}

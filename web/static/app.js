@@ -1,8 +1,8 @@
-// app.js: the sessiond demo page. It uses the client module (sessiond.js) for everything that
+// app.js: the sessiond demo page. It uses the client package (@sessiond/client, web/client/sessiond.js) for everything that
 // talks to the server, and note.js for the end-to-end encrypted note. Browser tests drive it
 // through the data-test attributes listed in DESIGN.md; keep them stable.
 
-import { SessiondClient, SessiondError, loadOpaque, backoffDelay } from "./sessiond.js";
+import { SessiondClient, SessiondError, loadOpaque, backoffDelay } from "@sessiond/client";
 import { deriveNoteKey, sealNote, openNote, cryptoAvailable } from "./note.js";
 
 const $ = (id) => document.getElementById(id);

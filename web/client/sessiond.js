@@ -100,12 +100,13 @@ export function backoffDelay(attempt, baseMs = 500, maxMs = 30_000) {
 let opaquePromise = null;
 
 /**
- * Loads @serenity-kit/opaque from the built bundle next to this file and waits for its
- * WebAssembly to be ready. Rejects with code "opaque_unavailable" when the bundle is missing.
+ * Loads @serenity-kit/opaque (a peer dependency, imported by name: a bundler resolves it, a page
+ * without one maps it with an import map) and waits for its WebAssembly to be ready. Rejects
+ * with code "opaque_unavailable" when it cannot be loaded.
  */
 export function loadOpaque() {
   if (!opaquePromise) {
-    opaquePromise = import(new URL("./vendor/opaque.js", import.meta.url).href)
+    opaquePromise = import("@serenity-kit/opaque")
       .then(async (mod) => {
         await mod.ready;
         return mod;
@@ -114,8 +115,7 @@ export function loadOpaque() {
         opaquePromise = null;
         throw new SessiondError(
           "opaque_unavailable",
-          "The OPAQUE library bundle (vendor/opaque.js) could not be loaded; build it with `make web`. " +
-            `(${err && err.message ? err.message : err})`,
+          "The OPAQUE library (@serenity-kit/opaque) could not be loaded. " + `(${err && err.message ? err.message : err})`,
         );
       });
   }

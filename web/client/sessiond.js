@@ -1,26 +1,29 @@
-// sessiond.js: a small browser client for the sessiond wire protocol (v1).
+// @sessiond/client: the browser (and Node) client of the sessiond wire protocol (v1).
+// Types: sessiond.d.ts next to this file. Documentation: README.md of this package.
 //
-// Copy this file (it has no dependencies besides the OPAQUE bundle it loads on first use) and:
-//
-//   import { SessiondClient } from "./sessiond.js";
-//   const client = new SessiondClient();              // same origin; token in sessionStorage
+//   import { SessiondClient } from "@sessiond/client";
+//   const client = new SessiondClient({ baseURL: "https://auth.example.com" });
+//   client.subscribe((state) => render(state.status, state.session));
 //   client.addEventListener("ended", (e) => showSignedOut(e.detail.reason));
-//   client.addEventListener("notice.refresh_due", () => askStaySignedIn());
 //   const resumed = await client.resume();            // after a reload: null when signed out
 //   const { session, exportKey } = await client.login("alice", "correct horse");
+//   const orders = await client.authFetch("/api/orders");   // your API, with the token
 //
 // What it does for you:
 //   - one WebSocket to /ws with the subprotocol "sessiond.v1"; request/reply by message id;
-//   - OPAQUE registration, login and password change through @serenity-kit/opaque, loaded
-//     lazily from ./vendor/opaque.js (built by `make web`; see web/README.md);
-//   - resume after a reload from the token it keeps in sessionStorage;
+//   - OPAQUE registration, login, re-authentication and password change through the peer
+//     dependency @serenity-kit/opaque, imported by name on first use (a bundler resolves it; a
+//     page without one maps it with an import map, as the demo page does);
+//   - resume after a reload from the token it keeps (sessionStorage by default; see `storage`);
 //   - session.refresh, storing the rotated token;
-//   - reconnect with exponential back-off (and resume) after 1001, 1013, 1011/1012/1014, 4429 or
-//     a dropped network, but never after 1000, 4401 (expired) or 4403 (revoked), which end the
-//     session for good;
-//   - an event for every server notice, plus "session", "ended" and "connection";
-//   - the HTTP API (client.http): session, refresh, logout, sessions, revoke, revoke-others and
-//     the vault with ETags.
+//   - proof of possession when the server turns it on (every HTTP request and resume signed);
+//   - reconnect with exponential back-off and jitter (and resume) after 1001, 1013,
+//     1011/1012/1014, 4429 or a dropped network, but never after 1000, 4401 (expired) or 4403
+//     (revoked), which end the session for good;
+//   - an event for every server notice, plus "session", "ended" and "connection", and
+//     subscribe()/state for UI stores;
+//   - authFetch() for your own API and client.http for sessiond's: session, refresh, sessions,
+//     revoke, revoke-others and the vault with ETags.
 //
 // Events (all CustomEvents; the payload is in event.detail):
 //   "notice.refresh_due"      the wire notice {type, idle_expires_at, in_ms}: ask the user, then
@@ -44,10 +47,10 @@
 // ones: "connect_failed", "closed", "timeout", "offline", "protocol", "opaque_unavailable".
 //
 // ---------------------------------------------------------------------------------------------
-// Where the token lives, and why (see also web/README.md)
+// Where the token lives, and why (see also README.md, "Token storage")
 //
-// The session token is kept in sessionStorage (key "sessiond" by default, with the session id
-// and the username, neither of them secret):
+// By default the session token is kept in sessionStorage (key "sessiond", with the session id,
+// the username and, with proof of possession, the proof key):
 //   + it survives a reload of the tab, so the page resumes without asking for the password;
 //   + it is not shared with other tabs (each tab signs in as its own device) and is gone when the
 //     tab or the browser closes;
@@ -62,8 +65,8 @@
 // The OPAQUE export key is NOT persisted anywhere: login() and register() return it and forget
 // it. It is a stable per-password secret (the demo derives its note-encryption key from it), so
 // storing it would put a long-lived key where XSS can read it. The trade-off: after a reload the
-// session resumes but the export key is gone, and whatever it protects needs the password again
-// (the demo's "unlock" runs a fresh login, which yields the key and replaces the session).
+// session resumes but the export key is gone, and whatever it protects needs the password again:
+// reauth(password) proves it on the signed-in connection and yields the key, keeping the session.
 // ---------------------------------------------------------------------------------------------
 
 /** The WebSocket subprotocol of the wire contract. */
@@ -129,6 +132,56 @@ function nextPaint() {
     if (typeof requestAnimationFrame === "function") requestAnimationFrame(() => setTimeout(resolve, 0));
     else setTimeout(resolve, 0);
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Proof of possession (PROTOCOL.md section 5): when the server turns it on, every request
+// carries an HMAC under a key derived from the OPAQUE session key, which never travels.
+
+const POP_INFO = "sessiond proof-of-possession v1";
+const utf8 = (s) => new TextEncoder().encode(s);
+
+function b64u(bytes) {
+  const b = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
+  let bin = "";
+  for (let i = 0; i < b.length; i++) bin += String.fromCharCode(b[i]);
+  return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function b64uDecode(s) {
+  const bin = atob(s.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((s.length + 3) % 4));
+  return Uint8Array.from(bin, (c) => c.charCodeAt(0));
+}
+
+/** Derives the proof-of-possession key (base64url) from the OPAQUE session key. */
+async function derivePopKey(sessionKey, sessionId) {
+  const ikm = await crypto.subtle.importKey("raw", b64uDecode(sessionKey), "HKDF", false, ["deriveBits"]);
+  const bits = await crypto.subtle.deriveBits(
+    { name: "HKDF", hash: "SHA-256", salt: utf8(sessionId), info: utf8(POP_INFO) },
+    ikm,
+    256,
+  );
+  return b64u(bits);
+}
+
+/** The Sessiond-PoP value for a request: "t=<unix ms>, sig=<base64url HMAC-SHA256>". */
+async function signProof(popKey, method, pathAndQuery, body, tMs) {
+  const key = await crypto.subtle.importKey("raw", b64uDecode(popKey), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const bodyHash = b64u(await crypto.subtle.digest("SHA-256", body || new Uint8Array(0)));
+  const t = Math.round(tMs);
+  const sig = await crypto.subtle.sign("HMAC", key, utf8(`sessiond-pop-v1\n${method}\n${pathAndQuery}\n${t}\n${bodyHash}`));
+  return `t=${t}, sig=${b64u(sig)}`;
+}
+
+// The bytes of a fetch body, for signing; null when it cannot be read twice (a stream, a form).
+async function bodyBytes(body) {
+  if (body === undefined || body === null) return new Uint8Array(0);
+  if (typeof body === "string") return utf8(body);
+  if (body instanceof URLSearchParams) return utf8(body.toString());
+  if (body instanceof ArrayBuffer) return new Uint8Array(body);
+  if (ArrayBuffer.isView(body)) return new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
+  if (typeof Blob === "function" && body instanceof Blob) return new Uint8Array(await body.arrayBuffer());
+  return null;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -318,13 +371,27 @@ function memoryStorage() {
   };
 }
 
-function defaultStorage() {
+function webStorage(name) {
   try {
-    if (typeof sessionStorage !== "undefined") return sessionStorage;
+    const s = globalThis[name];
+    if (s && typeof s.getItem === "function") return s;
   } catch {
     /* access denied (e.g. sandboxed iframe) */
   }
-  return memoryStorage();
+  return memoryStorage(); // Node, workers, or storage disabled: the session lasts as long as the page
+}
+
+/**
+ * The token storage for the `storage` option: "session" (default: sessionStorage, falling back
+ * to memory where there is none), "local" (localStorage), "memory", or any object with
+ * getItem/setItem/removeItem (synchronous, string values).
+ */
+function resolveStorage(s) {
+  if (s === undefined || s === "session") return webStorage("sessionStorage");
+  if (s === "local") return webStorage("localStorage");
+  if (s === "memory") return memoryStorage();
+  if (s && typeof s.getItem === "function" && typeof s.setItem === "function" && typeof s.removeItem === "function") return s;
+  throw new TypeError('storage must be "session", "local", "memory" or an object with getItem, setItem and removeItem');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -335,15 +402,18 @@ function defaultStorage() {
  * SessiondError carrying the server's code and the HTTP status.
  */
 export class SessiondHTTP {
-  constructor(baseURL, getToken, onRotated) {
+  constructor(baseURL, getToken, onRotated, sign) {
     this.baseURL = baseURL;
     this.getToken = getToken;
     this.onRotated = onRotated;
+    this.sign = sign || (async () => null); // (method, pathAndQuery, bytes) -> Sessiond-PoP value or null
   }
 
   async request(method, path, { body, headers = {}, raw = false } = {}) {
     const token = this.getToken();
     if (!token) throw new SessiondError("unauthenticated", "not signed in", 401);
+    const proof = await this.sign(method, path, await bodyBytes(body));
+    if (proof) headers = { ...headers, "Sessiond-PoP": proof };
     let res;
     try {
       res = await fetch(this.baseURL + path, {
@@ -457,6 +527,9 @@ export class SessiondClient extends EventTarget {
   #refreshUncertain = false;
   #loggingOut = false;
   #bc = null;
+  #subs = new Set();
+  #snap = null;
+  #revalidating = null;
 
   constructor(opts = {}) {
     super();
@@ -464,7 +537,7 @@ export class SessiondClient extends EventTarget {
     const u = new URL(this.#base + "/ws");
     u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
     this.#wsURL = u.href;
-    this.#store = new TokenStore(opts.storage || defaultStorage(), opts.storageKey || "sessiond");
+    this.#store = new TokenStore(resolveStorage(opts.storage), opts.storageKey || "sessiond");
     this.#WS = opts.WebSocket || globalThis.WebSocket;
     this.#device = opts.device || "";
     this.#reconnectOpts = { baseMs: 500, maxMs: 30_000, ...(opts.reconnect || {}) };
@@ -473,9 +546,11 @@ export class SessiondClient extends EventTarget {
       this.#base,
       () => this.#creds && this.#creds.token,
       (r) => this.#rotated(r),
+      (method, path, bytes) => this.#proof(method, path, bytes),
     );
     if (typeof BroadcastChannel === "function") {
       this.#bc = new BroadcastChannel(`sessiond:${opts.storageKey || "sessiond"}`);
+      if (typeof this.#bc.unref === "function") this.#bc.unref(); // Node: do not keep the process alive
       this.#bc.onmessage = (ev) => {
         const m = ev.data;
         // A duplicated tab holding the same session adopts the rotated token.
@@ -516,6 +591,70 @@ export class SessiondClient extends EventTarget {
 
   #emit(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
+    if (type === "session" || type === "ended" || type === "connection") this.#changed();
+  }
+
+  /**
+   * A snapshot of the client's state, {status, session, username}: status is "signed_out",
+   * "signed_in" or "reconnecting". The same object until something changes, so it can back a
+   * React useSyncExternalStore or a Svelte/Vue store directly.
+   */
+  get state() {
+    if (!this.#snap) {
+      const status = !this.#session ? "signed_out" : this.#reconnecting ? "reconnecting" : "signed_in";
+      this.#snap = Object.freeze({ status, session: this.#session, username: this.username });
+    }
+    return this.#snap;
+  }
+
+  /** Calls fn(state) now and on every change of state; returns the function that unsubscribes. */
+  subscribe(fn) {
+    this.#subs.add(fn);
+    fn(this.state);
+    return () => {
+      this.#subs.delete(fn);
+    };
+  }
+
+  #changed() {
+    const prev = this.#snap;
+    this.#snap = null;
+    const next = this.state;
+    if (prev && prev.status === next.status && prev.session === next.session && prev.username === next.username) {
+      this.#snap = prev; // nothing a subscriber can see changed: keep the snapshot's identity
+      return;
+    }
+    for (const fn of [...this.#subs]) {
+      try {
+        fn(next);
+      } catch (err) {
+        queueMicrotask(() => {
+          throw err;
+        });
+      }
+    }
+  }
+
+  /** The current session token, or null. Prefer authFetch, which also signs when needed. */
+  getToken() {
+    return (this.#creds && this.#creds.token) || null;
+  }
+
+  // The Sessiond-PoP value for a request when this session has proof of possession, else null.
+  async #proof(method, pathAndQuery, bytes) {
+    const key = this.#creds && this.#creds.pop_key;
+    if (!key) return null;
+    if (bytes === null) {
+      throw new SessiondError("unsupported_body", "with proof of possession the body must be a string, bytes, a Blob or URLSearchParams");
+    }
+    return signProof(key, method.toUpperCase(), pathAndQuery, bytes, this.serverNow());
+  }
+
+  async #resumeFields() {
+    const fields = { token: this.#creds.token };
+    const proof = await this.#proof("RESUME", "/ws", utf8(this.#creds.token));
+    if (proof) fields.proof = proof;
+    return fields;
   }
 
   #handlers() {
@@ -579,7 +718,7 @@ export class SessiondClient extends EventTarget {
     for (const w of ws) err ? w.reject(err) : w.resolve();
   }
 
-  #adopt(chan, session, { token, username } = {}) {
+  #adopt(chan, session, { token, username, popKey } = {}) {
     if (this.#chan && this.#chan !== chan) this.#chan.detach();
     this.#chan = chan;
     chan.authenticated = true;
@@ -589,6 +728,7 @@ export class SessiondClient extends EventTarget {
       token: token || prev.token,
       session_id: session.id,
       username: username !== undefined ? username : prev.username || "",
+      pop_key: popKey !== undefined ? popKey : prev.pop_key || null,
     };
     this.#store.save(this.#creds);
     this.#setSession(session);
@@ -688,7 +828,7 @@ export class SessiondClient extends EventTarget {
     let chan;
     try {
       chan = await this.#openChannel();
-      const ok = await chan.request("session.resume", { token: this.#creds.token }, "session.ok");
+      const ok = await chan.request("session.resume", await this.#resumeFields(), "session.ok");
       // Ended meanwhile, or a login replaced the session while this resume was in flight.
       if (!this.#session || !this.#reconnecting) return chan.close();
       this.#reconnecting = false;
@@ -713,7 +853,7 @@ export class SessiondClient extends EventTarget {
   }
 
   #end(reason, forced) {
-    const had = !!this.#session;
+    const had = !!(this.#session || this.#creds);
     clearTimeout(this.#reconnectTimer);
     this.#reconnecting = false;
     this.#attempt = 0;
@@ -789,11 +929,12 @@ export class SessiondClient extends EventTarget {
         chan.close();
         throw new SessiondError("forbidden", "that is a different account; sign out first");
       }
+      const popKey = session.pop ? await derivePopKey(result.sessionKey, session.id) : null;
       // Adopt the new session, then end the previous one quietly.
       clearTimeout(this.#reconnectTimer);
       this.#reconnecting = false;
       this.#attempt = 0;
-      this.#adopt(chan, session, { token: session.token, username });
+      this.#adopt(chan, session, { token: session.token, username, popKey });
       this.#settleWaiters();
       if (previous && !previous.closed) {
         previous.request("session.logout", {}, "session.ended").catch(() => {}).finally(() => previous.close());
@@ -817,7 +958,7 @@ export class SessiondClient extends EventTarget {
     if (this.#chan) this.#chan.close();
     this.#chan = chan;
     try {
-      const ok = await chan.request("session.resume", { token: this.#creds.token }, "session.ok");
+      const ok = await chan.request("session.resume", await this.#resumeFields(), "session.ok");
       this.#adopt(chan, ok.session);
       return this.#session;
     } catch (err) {
@@ -828,6 +969,89 @@ export class SessiondClient extends EventTarget {
       }
       throw err;
     }
+  }
+
+  // --- calling your own API ------------------------------------------------------------------
+
+  /**
+   * fetch() with the session: adds Authorization (and Sessiond-PoP when the session has proof
+   * of possession, signed over the method, path and body). On a 401 it resumes the session once
+   * over a fresh connection and repeats the request; when the session is over, "ended" fires and
+   * the 401 response is returned. `input` is a URL or string (relative to the page), or a Request
+   * whose URL, method and headers are used; pass the body in init. Rejects with
+   * "unauthenticated" when signed out.
+   */
+  async authFetch(input, init = {}) {
+    const req = typeof Request === "function" && input instanceof Request ? input : null;
+    const url = new URL(req ? req.url : String(input), globalThis.location ? globalThis.location.href : this.#base + "/");
+    const method = (init.method || (req && req.method) || "GET").toUpperCase();
+    const bytes = await bodyBytes(init.body);
+    const send = async () => {
+      const token = this.getToken();
+      if (!token) throw new SessiondError("unauthenticated", "not signed in", 401);
+      const headers = new Headers(init.headers || (req ? req.headers : undefined));
+      headers.set("Authorization", `Bearer ${token}`);
+      const proof = await this.#proof(method, url.pathname + url.search, bytes);
+      if (proof) headers.set("Sessiond-PoP", proof);
+      return fetch(url.href, { ...init, method, headers });
+    };
+    const res = await send();
+    if (res.status !== 401 || !this.#creds) return res;
+    if (!(await this.#revalidate())) return res;
+    return bytes === null ? res : send(); // a streamed body cannot be sent twice
+  }
+
+  // Resumes the stored session on a fresh connection (one at a time): true when it is still
+  // live; false, after "ended", when the server no longer accepts it.
+  #revalidate() {
+    if (!this.#revalidating) {
+      this.#revalidating = this.#resumeFresh().finally(() => {
+        this.#revalidating = null;
+      });
+    }
+    return this.#revalidating;
+  }
+
+  async #resumeFresh() {
+    if (!this.#creds) return false;
+    const chan = await this.#openChannel();
+    try {
+      const ok = await chan.request("session.resume", await this.#resumeFields(), "session.ok");
+      if (!this.#creds) return (chan.close(), false);
+      const old = this.#chan;
+      clearTimeout(this.#reconnectTimer);
+      const was = this.#reconnecting;
+      this.#reconnecting = false;
+      this.#attempt = 0;
+      this.#adopt(chan, ok.session);
+      if (old && old !== chan) old.close();
+      if (was) this.#emit("connection", { state: "open" });
+      this.#settleWaiters();
+      return true;
+    } catch (err) {
+      chan.close();
+      if (err.code !== "session_invalid") throw err;
+      this.#end(this.#guessExpiry(), true);
+      return false;
+    }
+  }
+
+  /**
+   * Proves the password again on the signed-in connection (reauth.*): the session stays the
+   * same. Resolves with {exportKey}, e.g. to unlock what the export key protects after a reload.
+   * A wrong password rejects with "auth_failed" (counted like a failed login). It also opens
+   * the window in which changePassword() is accepted.
+   */
+  async reauth(password) {
+    const opaque = await loadOpaque();
+    const chan = await this.#authedChannel();
+    const { clientLoginState, startLoginRequest } = opaque.client.startLogin({ password });
+    const ch = await chan.request("reauth.start", { ke1: startLoginRequest }, "reauth.challenge");
+    await nextPaint();
+    const result = opaque.client.finishLogin({ clientLoginState, loginResponse: ch.ke2, password });
+    if (!result) throw new SessiondError("auth_failed", "wrong password");
+    await chan.request("reauth.finish", { ke3: result.finishLoginRequest }, "reauth.ok");
+    return { exportKey: result.exportKey };
   }
 
   // --- on a signed-in connection -----------------------------------------------------------------

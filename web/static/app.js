@@ -497,13 +497,16 @@ async function register() {
   });
 }
 
-// A fresh OPAQUE login as the same user while signed in: yields the export key again (unlock)
-// or a new session before the absolute deadline (re-auth). The previous session is logged out.
-async function reauthenticate(input, controls, progress) {
+// The password again while signed in. To unlock the note after a reload, reauth() proves it on
+// the signed-in connection and yields the export key: the session stays the same. Before the
+// absolute deadline only a new session helps: login() replaces the current one.
+async function reauthenticate(input, controls, progress, { newSession = false } = {}) {
   await run(controls, progress, async () => {
     const password = input.value;
     if (!password) throw new SessiondError("bad_request_local", "Enter your password.");
-    const { exportKey } = await client.login(client.username, password, { device: client.session ? client.session.device : undefined });
+    const { exportKey } = newSession
+      ? await client.login(client.username, password, { device: client.session ? client.session.device : undefined })
+      : await client.reauth(password);
     input.value = "";
     await afterLogin(exportKey);
   });
@@ -581,11 +584,11 @@ ui.noteSave.addEventListener("click", () => saveNote());
 ui.noteReload.addEventListener("click", () => loadConflictVersion());
 ui.noteLocked.addEventListener("submit", (e) => {
   e.preventDefault();
-  reauthenticate(ui.unlock, [q('[data-test="unlock-submit"]')], "Unlocking… (signing in again)");
+  reauthenticate(ui.unlock, [q('[data-test="unlock-submit"]')], "Unlocking… (checking your password)");
 });
 ui.reauthForm.addEventListener("submit", (e) => {
   e.preventDefault();
-  reauthenticate(ui.reauthPassword, [q('[data-test="reauth-submit"]')], "Signing in again…");
+  reauthenticate(ui.reauthPassword, [q('[data-test="reauth-submit"]')], "Signing in again…", { newSession: true });
 });
 ui.pwForm.addEventListener("submit", (e) => {
   e.preventDefault();

@@ -4,10 +4,18 @@
 # Installs the pinned npm packages (npm ci) and rebuilds the demo page's OPAQUE bundle
 # web/static/vendor/opaque.js from them (npm run build). The bundle is committed, so the server
 # and its page work without npm; without npm the interop and browser tests are skipped locally.
+# Then packs the client package (npm pack in web/client), installs the tarball into examples/spa
+# with that example's pinned packages, type-checks it strictly (tsc: the app, a React hook and a
+# Svelte store written against the package's types) and bundles it (esbuild).
 web:
 	@if command -v npm >/dev/null 2>&1; then \
-		npm ci --prefix web --no-audit --no-fund --loglevel=error && npm run --prefix web --silent build; \
-	else echo "npm not found: no OPAQUE bundle for the demo page; the interop and browser tests will be skipped"; fi
+		npm ci --prefix web --no-audit --no-fund --loglevel=error && npm run --prefix web --silent build && \
+		rm -f examples/spa/sessiond-client-*.tgz && \
+		(cd web/client && npm pack --silent --pack-destination ../../examples/spa >/dev/null) && \
+		npm ci --prefix examples/spa --no-audit --no-fund --loglevel=error && \
+		(cd examples/spa && npm install --no-save --no-audit --no-fund --loglevel=error ./sessiond-client-*.tgz) && \
+		npm run --prefix examples/spa --silent build; \
+	else echo "npm not found: the interop, client-package and browser tests will be skipped"; fi
 
 # Fails when the rebuilt bundle differs from the committed one (run after `make web`).
 web-check:

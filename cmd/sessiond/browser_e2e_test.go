@@ -401,9 +401,13 @@ func TestBrowserTwoDevices(t *testing.T) {
 	bb.fill("unlock", password)
 	bb.click(hook("unlock-submit"))
 	bb.waitNote("second note, written on A")
-	// The unlock's fresh login replaced B's session: A still lists two devices, B's new one.
-	a.waitFor("B's new session on A", 10*time.Second, fmt.Sprintf(
-		`(() => { const rows = [...document.querySelectorAll('[data-test=device]')]; return rows.length === 2 && !rows.some(r => r.dataset.sessionId === %q); })()`, before))
+	// The unlock proved the password with reauth.* on B's connection: the session is the same
+	// one, and A still lists it.
+	if got := bb.currentSessionID(); got != before {
+		t.Fatalf("after the unlock B's session is %s, want the same %s (reauth must not replace it)", got, before)
+	}
+	a.waitFor("B's same session on A", 10*time.Second, fmt.Sprintf(
+		`(() => { const rows = [...document.querySelectorAll('[data-test=device]')]; return rows.length === 2 && rows.some(r => r.dataset.sessionId === %q); })()`, before))
 
 	// A changes the password: B is signed out with that reason, then signs in with the new one
 	// and still reads the note, which A re-encrypted under the new export key.

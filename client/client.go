@@ -1,9 +1,14 @@
-// Package client is a Go client of the sessiond.v1 wire protocol: OPAQUE registration and login
-// over the WebSocket, session resume and refresh, device management, the pushed notices, and
-// an authenticated HTTP client for /api/v1. The tests, the CLI and the load generator use it.
+// Package client is the Go client of sessiond: OPAQUE registration and login over the
+// WebSocket, the pushed session notices, device management, and an HTTP client for /api/v1.
 //
-// Concurrency: a Conn is safe for concurrent use; replies are matched to requests by id, and
-// notices arrive on the Notices channel in order.
+// Client is what an application uses: it keeps one device signed in, reconnects with back-off
+// and jitter and resumes the same session after a dropped connection or a server restart,
+// stops on the close codes that end the session, and delivers notices with time.Time fields on
+// a channel that never drops a revocation or an expiry. Conn is one WebSocket connection
+// speaking the protocol message by message (the tests and the load generator use it).
+//
+// Concurrency: Client and Conn are safe for concurrent use; replies are matched to requests by
+// id, and notices arrive in order.
 package client
 
 import (
@@ -47,6 +52,8 @@ type Options struct {
 	Origin     string      // sent as the Origin header when set (browsers always send one)
 	Header     http.Header // extra upgrade headers (e.g. User-Agent)
 	HTTPClient *http.Client
+	// ReconnectMin and ReconnectMax bound a Client's reconnect back-off (defaults 250 ms, 30 s).
+	ReconnectMin, ReconnectMax time.Duration
 
 	cheapKSF      bool // test hook: internal/clientx.Cheap
 	noSubprotocol bool // test hook: internal/clientx.NoSubprotocol
@@ -108,7 +115,7 @@ type Conn struct {
 	token   string
 	popKey  []byte
 
-	notices chan Message
+	notices *noticeQueue
 	done    chan struct{}
 	status  atomic.Int32 // close code once done
 }
@@ -136,7 +143,7 @@ func Dial(ctx context.Context, base string, opts Options) (*Conn, error) {
 		return nil, err
 	}
 	ws.SetReadLimit(1 << 20)
-	c := &Conn{base: base, opts: opts, ws: ws, pending: map[string]chan Message{}, notices: make(chan Message, 1024), done: make(chan struct{})}
+	c := &Conn{base: base, opts: opts, ws: ws, pending: map[string]chan Message{}, notices: newNoticeQueue(), done: make(chan struct{})}
 	go c.readLoop()
 	return c, nil
 }
@@ -153,7 +160,7 @@ func (e *DialError) Unwrap() error { return e.Err }
 func (c *Conn) readLoop() {
 	// Done closes before Notices does, so that a reader that sees the notices end finds the
 	// close code already known.
-	defer close(c.notices)
+	defer c.notices.close()
 	defer close(c.done)
 	for {
 		_, data, err := c.ws.Read(context.Background())
@@ -182,16 +189,15 @@ func (c *Conn) readLoop() {
 			ch <- m
 			continue
 		}
-		select {
-		case c.notices <- m:
-		default: // a test that ignores notices must not stall the connection
-		}
+		c.notices.push(m) // never blocks the read loop; see noticeQueue
 	}
 }
 
-// Notices delivers server messages that answer no request (notice.*, errors without id).
-// It is closed when the connection ends.
-func (c *Conn) Notices() <-chan Message { return c.notices }
+// Notices delivers server messages that answer no request (notice.*, errors without id), in
+// order. A reader that falls behind loses nothing that matters: notice.revoked and
+// notice.expired are never dropped, and of several waiting notice.sessions_changed only the
+// newest is kept. It is closed when the connection has ended and every notice was delivered.
+func (c *Conn) Notices() <-chan Message { return c.notices.out }
 
 // Done is closed when the connection has ended.
 func (c *Conn) Done() <-chan struct{} { return c.done }
@@ -543,7 +549,7 @@ func (c *Conn) ChangePassword(ctx context.Context, newPassword string) ([]byte, 
 func (c *Conn) WaitNotice(ctx context.Context, typ string) (Message, error) {
 	for {
 		select {
-		case m, ok := <-c.notices:
+		case m, ok := <-c.notices.out:
 			if !ok {
 				return Message{}, fmt.Errorf("connection closed with %d before %s", c.status.Load(), typ)
 			}

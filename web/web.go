@@ -16,10 +16,11 @@ import (
 	"io/fs"
 )
 
-//go:embed static client/sessiond.js
+//go:embed static client/sessiond.js client/opaque-worker.js
 var files embed.FS
 
-// Static returns the page's file tree: static/, plus the client package's sessiond.js.
+// Static returns the page's file tree: static/, plus the client package's sessiond.js and
+// opaque-worker.js.
 func Static() fs.FS {
 	sub, err := fs.Sub(files, "static")
 	if err != nil {
@@ -28,12 +29,12 @@ func Static() fs.FS {
 	return overlay{FS: sub}
 }
 
-// overlay serves client/sessiond.js as sessiond.js next to the page's own files.
+// overlay serves the client package's files next to the page's own.
 type overlay struct{ fs.FS }
 
 func (o overlay) Open(name string) (fs.File, error) {
-	if name == "sessiond.js" {
-		return files.Open("client/sessiond.js")
+	if name == "sessiond.js" || name == "opaque-worker.js" {
+		return files.Open("client/" + name)
 	}
 	return o.FS.Open(name)
 }

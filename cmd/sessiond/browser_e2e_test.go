@@ -328,6 +328,10 @@ func TestBrowserTwoDevices(t *testing.T) {
 	a.register(user, password)
 	a.fill("device-name", "Laptop")
 	a.signIn(user, password)
+	// Argon2id ran in the client package's Worker, off the page's main thread.
+	if where := eval[string](a, `document.body.dataset.stretching || ""`); where != "worker" {
+		t.Fatalf("key stretching ran on %q, want the worker", where)
+	}
 	for _, h := range []string{"idle-countdown", "absolute-countdown"} {
 		v := eval[string](a, fmt.Sprintf(`document.querySelector(%q).dataset.expiresAt`, hook(h)))
 		if _, err := time.Parse(time.RFC3339, v); err != nil {

@@ -163,6 +163,13 @@ export interface SessiondClientOptions {
   WebSocket?: unknown;
   /** Reconnect back-off bounds, default {baseMs: 500, maxMs: 30000}. */
   reconnect?: { baseMs?: number; maxMs?: number };
+  /**
+   * Where Argon2id key stretching runs. Default: a module Worker (opaque-worker.js next to
+   * sessiond.js) where the page can resolve @serenity-kit/opaque to a URL (an import map),
+   * else the main thread. false: always the main thread. A function: your Worker running
+   * @sessiond/client/opaque-worker.js (bundlers: new Worker(new URL(...), {type: "module"})).
+   */
+  worker?: false | (() => Worker);
 }
 
 export interface Refreshed {
@@ -202,6 +209,8 @@ export declare class SessiondClient extends EventTarget {
   readonly hasStoredSession: boolean;
   /** The current state; see subscribe(). */
   readonly state: SessiondState;
+  /** Where the last key stretching ran: "worker", "main-thread", or "" before the first. */
+  readonly stretching: "worker" | "main-thread" | "";
 
   /** Calls fn(state) now and on every change; returns the function that unsubscribes. */
   subscribe(fn: (state: SessiondState) => void): () => void;

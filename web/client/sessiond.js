@@ -185,6 +185,57 @@ async function bodyBytes(body) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Key stretching off the main thread: finishLogin/finishRegistration (Argon2id) in a Worker.
+
+class StretchWorker {
+  constructor(worker, moduleURL) {
+    this.worker = worker;
+    this.moduleURL = moduleURL;
+    this.seq = 0;
+    this.pending = new Map();
+    worker.onmessage = (ev) => {
+      const p = this.pending.get(ev.data && ev.data.id);
+      if (!p) return;
+      this.pending.delete(ev.data.id);
+      if (ev.data.error !== undefined) p.reject(new Error(ev.data.error));
+      else p.resolve(ev.data.result);
+    };
+    worker.onerror = (ev) => {
+      ev.preventDefault();
+      this.fail(new Error(ev.message || "the worker failed"));
+    };
+  }
+
+  run(op, args) {
+    const id = ++this.seq;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ id, op, args, moduleURL: this.moduleURL });
+    });
+  }
+
+  fail(err) {
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+    this.worker.terminate();
+  }
+}
+
+// The default worker: opaque-worker.js next to this file, given @serenity-kit/opaque's URL as
+// this page resolves it (its import map). Null where that cannot work (no Worker, no
+// import.meta.resolve, a bundle that moved this file): the steps then run on the main thread.
+function defaultStretchWorker() {
+  try {
+    if (typeof Worker !== "function" || typeof import.meta.resolve !== "function") return null;
+    const moduleURL = import.meta.resolve("@serenity-kit/opaque");
+    if (!/^(https?|blob|data):/.test(moduleURL)) return null;
+    return new StretchWorker(new Worker(new URL("./opaque-worker.js", import.meta.url), { type: "module" }), moduleURL);
+  } catch {
+    return null;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Channel: one WebSocket with request/reply by id. It knows nothing about sessions.
 
 class Channel {
@@ -528,6 +579,9 @@ export class SessiondClient extends EventTarget {
   #loggingOut = false;
   #bc = null;
   #subs = new Set();
+  #workerOpt;
+  #worker; // StretchWorker, null (main thread), or undefined (not decided yet)
+  #stretching = "";
   #snap = null;
   #revalidating = null;
 
@@ -541,6 +595,7 @@ export class SessiondClient extends EventTarget {
     this.#WS = opts.WebSocket || globalThis.WebSocket;
     this.#device = opts.device || "";
     this.#reconnectOpts = { baseMs: 500, maxMs: 30_000, ...(opts.reconnect || {}) };
+    this.#workerOpt = opts.worker;
     this.#creds = this.#store.load();
     this.http = new SessiondHTTP(
       this.#base,
@@ -633,6 +688,36 @@ export class SessiondClient extends EventTarget {
         });
       }
     }
+  }
+
+  /**
+   * Where the last OPAQUE step with key stretching ran: "worker", "main-thread", or "" before
+   * the first.
+   */
+  get stretching() {
+    return this.#stretching;
+  }
+
+  // Runs client.finishLogin / finishRegistration, in the worker when there is one; a worker
+  // that fails is dropped and the step runs on the main thread (where it always works).
+  async #finish(opaque, op, args) {
+    if (this.#worker === undefined) {
+      const w = this.#workerOpt;
+      this.#worker = w === false ? null : typeof w === "function" ? new StretchWorker(w(), undefined) : defaultStretchWorker();
+    }
+    if (this.#worker) {
+      try {
+        const result = await this.#worker.run(op, args);
+        this.#stretching = "worker";
+        return result;
+      } catch {
+        this.#worker.fail(new Error("dropped"));
+        this.#worker = null;
+      }
+    }
+    await nextPaint();
+    this.#stretching = "main-thread";
+    return opaque.client[op](args);
   }
 
   /** The current session token, or null. Prefer authFetch, which also signs when needed. */
@@ -882,8 +967,7 @@ export class SessiondClient extends EventTarget {
     try {
       const { clientRegistrationState, registrationRequest } = opaque.client.startRegistration({ password });
       const ch = await chan.request("register.start", { username, request: registrationRequest }, "register.challenge");
-      await nextPaint();
-      const { registrationRecord, exportKey } = opaque.client.finishRegistration({
+      const { registrationRecord, exportKey } = await this.#finish(opaque, "finishRegistration", {
         clientRegistrationState,
         registrationResponse: ch.response,
         password,
@@ -915,8 +999,7 @@ export class SessiondClient extends EventTarget {
       const fields = { username, ke1: startLoginRequest };
       if (label) fields.device = label;
       const ch = await chan.request("login.start", fields, "login.challenge");
-      await nextPaint();
-      const result = opaque.client.finishLogin({ clientLoginState, loginResponse: ch.ke2, password });
+      const result = await this.#finish(opaque, "finishLogin", { clientLoginState, loginResponse: ch.ke2, password });
       if (!result) {
         // The server's response did not verify: wrong password or unknown user. Tell the server
         // nothing more; its own answer for this attempt would be the same auth_failed.
@@ -1047,8 +1130,7 @@ export class SessiondClient extends EventTarget {
     const chan = await this.#authedChannel();
     const { clientLoginState, startLoginRequest } = opaque.client.startLogin({ password });
     const ch = await chan.request("reauth.start", { ke1: startLoginRequest }, "reauth.challenge");
-    await nextPaint();
-    const result = opaque.client.finishLogin({ clientLoginState, loginResponse: ch.ke2, password });
+    const result = await this.#finish(opaque, "finishLogin", { clientLoginState, loginResponse: ch.ke2, password });
     if (!result) throw new SessiondError("auth_failed", "wrong password");
     await chan.request("reauth.finish", { ke3: result.finishLoginRequest }, "reauth.ok");
     return { exportKey: result.exportKey };
@@ -1127,8 +1209,7 @@ export class SessiondClient extends EventTarget {
     const chan = await this.#authedChannel();
     const { clientRegistrationState, registrationRequest } = opaque.client.startRegistration({ password: newPassword });
     const ch = await chan.request("password.change.start", { request: registrationRequest }, "password.change.challenge");
-    await nextPaint();
-    const { registrationRecord, exportKey } = opaque.client.finishRegistration({
+    const { registrationRecord, exportKey } = await this.#finish(opaque, "finishRegistration", {
       clientRegistrationState,
       registrationResponse: ch.response,
       password: newPassword,

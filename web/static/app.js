@@ -478,6 +478,7 @@ async function signIn() {
 }
 
 async function afterLogin(exportKey) {
+  document.body.dataset.stretching = client.stretching; // "worker": the page stayed responsive
   await adoptExportKey(exportKey);
   state.refreshDue = state.reauthDue = null;
   closeRefreshPrompt();

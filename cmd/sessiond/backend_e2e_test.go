@@ -19,13 +19,8 @@ import (
 // session ended, so the next request is refused although the cache would have kept the answer
 // for an hour.
 func TestBackendMiddleware(t *testing.T) {
-	adminAddr := freeAddr(t)
-	n := startNode(t, map[string]string{"SESSIOND_ADMIN_ADDR": adminAddr})
-	out, err := cli(t, "admin", "-url", "http://"+adminAddr, "-key-file", filepath.Join(n.DataDir, "keys.json"), "service", "create", "app")
-	var svc struct{ Secret string }
-	if err != nil || json.Unmarshal([]byte(out), &svc) != nil {
-		t.Fatalf("service create: %v %s", err, out)
-	}
+	n, admin := startAdminNode(t, nil)
+	svc := serviceClient(t, admin, "app")
 	g := backend.New(backend.Config{Base: n.Base, Secret: svc.Secret, CacheTTL: time.Hour})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -90,13 +85,8 @@ func appCaller(t *testing.T, g *backend.Guard) func(token string, hdr ...string)
 // cache is not trusted (a revocation it cannot hear of is refused at once); the cache stays
 // within MaxEntries; forward-auth identity headers count only from a trusted proxy.
 func TestBackendMiddlewareStreamDown(t *testing.T) {
-	adminAddr := freeAddr(t)
-	n := startNode(t, map[string]string{"SESSIOND_ADMIN_ADDR": adminAddr})
-	out, err := cli(t, "admin", "-url", "http://"+adminAddr, "-key-file", filepath.Join(n.DataDir, "keys.json"), "service", "create", "app")
-	var svc struct{ Secret string }
-	if err != nil || json.Unmarshal([]byte(out), &svc) != nil {
-		t.Fatalf("service create: %v %s", err, out)
-	}
+	n, admin := startAdminNode(t, nil)
+	svc := serviceClient(t, admin, "app")
 	// Run is called, but its stream ends at once: the middleware follows nothing.
 	g := backend.New(backend.Config{Base: n.Base, Secret: svc.Secret, CacheTTL: time.Hour, MaxEntries: 2})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -136,4 +126,34 @@ func TestBackendMiddlewareStreamDown(t *testing.T) {
 	if code, body := appCaller(t, trusting)("", forged...); code != 200 || body != "u_forged" {
 		t.Fatalf("identity headers from a trusted proxy: %d %q", code, body)
 	}
+}
+
+// startAdminNode starts a node with an admin listener and returns a function running
+// `sessiond admin ARGS…` against it (failing the test on an error).
+func startAdminNode(t *testing.T, env map[string]string) (*node, func(args ...string) string) {
+	t.Helper()
+	adminAddr := freeAddr(t)
+	all := map[string]string{"SESSIOND_ADMIN_ADDR": adminAddr}
+	for k, v := range env {
+		all[k] = v
+	}
+	n := startNode(t, all)
+	return n, func(args ...string) string {
+		t.Helper()
+		out, err := cli(t, append([]string{"admin", "-url", "http://" + adminAddr, "-key-file", filepath.Join(n.DataDir, "keys.json")}, args...)...)
+		if err != nil {
+			t.Fatalf("admin %v: %v %s", args, err, out)
+		}
+		return out
+	}
+}
+
+// serviceClient creates a service client and returns what `admin service create` printed.
+func serviceClient(t *testing.T, admin func(args ...string) string, name string) struct{ ID, Name, Secret string } {
+	t.Helper()
+	var svc struct{ ID, Name, Secret string }
+	if out := admin("service", "create", name); json.Unmarshal([]byte(out), &svc) != nil || svc.Secret == "" {
+		t.Fatalf("service create: %s", out)
+	}
+	return svc
 }

@@ -83,12 +83,19 @@ func startNginx(t *testing.T, sessiond, app string) string {
 	}
 	// Output to a file, not a pipe: nginx's worker outlives a killed master and would hold a
 	// pipe open. SIGTERM makes the master stop its workers.
+	cmd := exec.Command(bin, "-c", path, "-p", dir, "-e", filepath.Join(dir, "error.log"))
+	return runProxy(t, "nginx", cmd, dir, port)
+}
+
+// runProxy starts a proxy process with its output in dir/out.log, stops it with SIGTERM at
+// cleanup, and waits until it answers on port.
+func runProxy(t *testing.T, name string, cmd *exec.Cmd, dir, port string) string {
+	t.Helper()
 	logf, err := os.Create(filepath.Join(dir, "out.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(bin, "-c", path, "-p", dir, "-e", filepath.Join(dir, "error.log"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -111,9 +118,9 @@ func startNginx(t *testing.T, sessiond, app string) string {
 		}
 		return err == nil
 	}) {
-		log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+		errLog, _ := os.ReadFile(filepath.Join(dir, "error.log"))
 		out, _ := os.ReadFile(filepath.Join(dir, "out.log"))
-		t.Fatalf("nginx did not start: %s %s", out, log)
+		t.Fatalf("%s did not start: %s %s", name, out, errLog)
 	}
 	return base
 }
@@ -236,37 +243,7 @@ func startCaddy(t *testing.T, sessiond, app string) string {
 	if err := os.WriteFile(path, conf.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logf, err := os.Create(filepath.Join(dir, "out.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
 	cmd := exec.Command(bin, "run", "--config", path, "--adapter", "caddyfile")
 	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir, "HOME="+dir)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-		}
-	})
-	base := "http://127.0.0.1:" + port
-	if !waitFor(ctxT(t), func() bool {
-		resp, err := http.Get(base + "/")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil
-	}) {
-		out, _ := os.ReadFile(filepath.Join(dir, "out.log"))
-		t.Fatalf("caddy did not start: %s", out)
-	}
-	return base
+	return runProxy(t, "caddy", cmd, dir, port)
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -37,16 +36,7 @@ func introspect(t *testing.T, n *node, auth string, form url.Values) (int, map[s
 // else is just inactive. The service's own User-Agent does not trip the fingerprint policy; the
 // end user's, when passed, does. Unauthenticated and revoked services get 401.
 func TestIntrospection(t *testing.T) {
-	adminAddr := freeAddr(t)
-	n := startNode(t, map[string]string{"SESSIOND_ADMIN_ADDR": adminAddr})
-	admin := func(args ...string) string {
-		t.Helper()
-		out, err := cli(t, append([]string{"admin", "-url", "http://" + adminAddr, "-key-file", filepath.Join(n.DataDir, "keys.json")}, args...)...)
-		if err != nil {
-			t.Fatalf("admin %v: %v %s", args, err, out)
-		}
-		return out
-	}
+	n, admin := startAdminNode(t, nil)
 	var svc struct{ ID, Name, Secret string }
 	if err := json.Unmarshal([]byte(admin("service", "create", "orders")), &svc); err != nil || !strings.HasPrefix(svc.Secret, "sds_") {
 		t.Fatalf("service create: %v %+v", err, svc)

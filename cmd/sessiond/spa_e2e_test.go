@@ -34,20 +34,8 @@ func TestExampleSPA(t *testing.T) {
 	mux := http.NewServeMux()
 	app := httptest.NewServer(mux)
 	t.Cleanup(app.Close)
-	adminAddr := freeAddr(t)
-	n := startNode(t, map[string]string{"SESSIOND_ADMIN_ADDR": adminAddr, "SESSIOND_ALLOWED_ORIGINS": app.URL})
-	admin := func(args ...string) string {
-		t.Helper()
-		out, err := cli(t, append([]string{"admin", "-url", "http://" + adminAddr, "-key-file", filepath.Join(n.DataDir, "keys.json")}, args...)...)
-		if err != nil {
-			t.Fatalf("admin %v: %v %s", args, err, out)
-		}
-		return out
-	}
-	var svc struct{ Secret string }
-	if err := json.Unmarshal([]byte(admin("service", "create", "spa-api")), &svc); err != nil {
-		t.Fatal(err)
-	}
+	n, admin := startAdminNode(t, map[string]string{"SESSIOND_ALLOWED_ORIGINS": app.URL})
+	svc := serviceClient(t, admin, "spa-api")
 	g := backend.New(backend.Config{Base: n.Base, Secret: svc.Secret})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)

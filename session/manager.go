@@ -355,13 +355,22 @@ func (m *Manager) validate(ctx context.Context, token string) (Session, TokenHas
 		return Session{}, TokenHash{}, TokenMatch{}, err
 	}
 	h := hashToken(m.keys.TokenKeys[m.keys.CurrentTokenKey], raw)
-	e, err := m.lookup(ctx, h, raw)
+	e, cached, err := m.lookup(ctx, h, raw, false)
 	if err != nil {
 		return Session{}, h, TokenMatch{}, err
 	}
 	now := m.now()
 	s := e.sess
 	m.overlayIdle(&s)
+	if cached && !s.Live(now) {
+		// Activity on another node may have moved the idle deadline since the fill: only the
+		// store can say the session is over.
+		if e, _, err = m.lookup(ctx, h, raw, true); err != nil {
+			return Session{}, h, TokenMatch{}, err
+		}
+		s = e.sess
+		m.overlayIdle(&s)
+	}
 	if e.match.Retired && !now.Before(e.match.GraceUntil) {
 		if s.Live(now) {
 			m.emit(ctx, Event{Kind: EventTokenReuse, UserID: s.UserID, SessionID: s.ID})
@@ -379,12 +388,14 @@ func (m *Manager) validate(ctx context.Context, token string) (Session, TokenHas
 	return s, h, e.match, nil
 }
 
-func (m *Manager) lookup(ctx context.Context, h TokenHash, raw []byte) (cacheEntry, error) {
+// lookup finds the session of a token hash: from the cache (cached true) unless storeOnly, the
+// cache is out of use (the hub is degraded) or has no fresh entry, else from the store.
+func (m *Manager) lookup(ctx context.Context, h TokenHash, raw []byte, storeOnly bool) (cacheEntry, bool, error) {
 	now := m.now()
-	if m.cacheUsable == nil || m.cacheUsable() {
+	if !storeOnly && (m.cacheUsable == nil || m.cacheUsable()) {
 		if e, ok := m.cache.get(h, now); ok {
 			m.observer.CacheLookup(true)
-			return e, nil
+			return e, true, nil
 		}
 	}
 	m.observer.CacheLookup(false)
@@ -407,14 +418,14 @@ func (m *Manager) lookup(ctx context.Context, h TokenHash, raw []byte) (cacheEnt
 		}
 	}
 	if errors.Is(err, ErrNotFound) {
-		return cacheEntry{}, fmt.Errorf("%w: unknown token", ErrInvalid)
+		return cacheEntry{}, false, fmt.Errorf("%w: unknown token", ErrInvalid)
 	}
 	if err != nil {
-		return cacheEntry{}, err
+		return cacheEntry{}, false, err
 	}
 	e := cacheEntry{sess: s, match: match}
 	m.cache.put(h, e, now, gen)
-	return e, nil
+	return e, false, nil
 }
 
 // overlayIdle applies activity this node recorded but may not have written yet.
@@ -466,6 +477,12 @@ func (m *Manager) Touch(s Session) Session {
 func (m *Manager) Check(ctx context.Context, id string) (Session, error) {
 	now := m.now()
 	s, ok := m.cache.getID(id, now)
+	if ok {
+		// A cached copy that looks over may be behind activity on another node: ask the store.
+		c := s
+		m.overlayIdle(&c)
+		ok = c.Live(now)
+	}
 	if !ok || (m.cacheUsable != nil && !m.cacheUsable()) {
 		var err error
 		gen := m.cache.generation()

@@ -459,3 +459,46 @@ func TestStoreWithoutEvents(t *testing.T) {
 		t.Fatalf("activity without an event store: %v %v", list, err)
 	}
 }
+
+// TestCachedSessionBehindOtherNode: node A's cache holds a session whose idle deadline node B
+// has since moved (activity there); when A's copy looks over, A asks the store before refusing,
+// by token (Validate) and by id (Check), however long its cache TTL.
+func TestCachedSessionBehindOtherNode(t *testing.T) {
+	p := session.Policy{IdleTimeout: 10 * time.Minute, AbsoluteTimeout: time.Hour, CacheTTL: time.Hour}
+	f := newFixture(t, p)
+	ctx := context.Background()
+	keys := session.GenerateKeys()
+	var err error
+	f.m, err = session.NewManager(session.Config{Store: f.st, Keys: keys, Policy: p, Clock: f.clock, Notifier: f.rec, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := session.NewManager(session.Config{Store: f.st, Keys: keys, Policy: p, Clock: f.clock, Notifier: &recorder{revoked: map[string]string{}}, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.register(t, "dora", "pw")
+	info, tok := f.mustLogin(t, "dora")
+	f.clock.Advance(time.Minute)
+	if _, err := f.m.Validate(ctx, tok); err != nil { // A caches the row: idle deadline +10m
+		t.Fatal(err)
+	}
+	f.clock.Advance(7 * time.Minute) // +8m: the device is active on node B
+	s, err := b.Validate(ctx, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Touch(s)
+	b.FlushActivity(ctx)             // the store now says +18m
+	f.clock.Advance(4 * time.Minute) // +12m: past A's cached deadline, before the real one
+	if _, err := f.m.Validate(ctx, tok); err != nil {
+		t.Fatalf("node A refused a session active on node B: %v", err)
+	}
+	if _, err := f.m.Check(ctx, info.ID); err != nil {
+		t.Fatalf("node A's Check refused a session active on node B: %v", err)
+	}
+	f.clock.Advance(7 * time.Minute) // +19m: past the real idle deadline
+	if _, err := f.m.Validate(ctx, tok); !errors.Is(err, session.ErrInvalid) {
+		t.Fatalf("after the real idle deadline: %v", err)
+	}
+}

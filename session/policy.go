@@ -20,7 +20,7 @@ type Policy struct {
 	MaxSessions     int           // live sessions per user (default 10; negative: unlimited)
 	LimitPolicy     string        // EvictOldest (default) or DenyNew
 	TouchInterval   time.Duration // activity writes per session are coalesced to one per interval (default min(idle/10, 30s))
-	CacheTTL        time.Duration // how long a validation is served from the node's cache (default 5s)
+	CacheTTL        time.Duration // the longest a validation is served from the node's cache while its hub is healthy; revocations and rotations drop entries at once (default 1m)
 	Retention       time.Duration // ended sessions are kept this long before the sweeper deletes them (default 24h)
 	SweepInterval   time.Duration // pause between sweeps (default 1m)
 	SweepBatch      int           // rows per sweep transaction (default 1000)
@@ -39,7 +39,7 @@ func (p Policy) Defaults() Policy {
 	set(&p.RefreshLead, 2*time.Minute)
 	set(&p.RotationGrace, 30*time.Second)
 	set(&p.TouchInterval, min(p.IdleTimeout/10, 30*time.Second))
-	set(&p.CacheTTL, 5*time.Second)
+	set(&p.CacheTTL, time.Minute)
 	set(&p.Retention, 24*time.Hour)
 	set(&p.SweepInterval, time.Minute)
 	set(&p.PendingTimeout, 10*time.Second)

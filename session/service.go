@@ -19,9 +19,11 @@ import (
 // ServiceSecretPrefix starts every service secret, so that one found in a log is recognised.
 const ServiceSecretPrefix = "sds_"
 
-// serviceCache keeps authenticated service clients for Policy.CacheTTL, so that a busy backend's
-// introspections do not each read the store: a revocation takes effect at once on the node that
-// made it, and within CacheTTL on the others.
+// serviceCache keeps authenticated service clients for serviceCacheTTL (or Policy.CacheTTL if
+// shorter), so that a busy backend's introspections do not each read the store: a revocation
+// takes effect at once on the node that made it, and within that bound on the others.
+const serviceCacheTTL = 5 * time.Second
+
 type serviceCache struct {
 	mu sync.Mutex
 	m  map[string]cachedService
@@ -109,7 +111,7 @@ func (m *Manager) AuthenticateService(ctx context.Context, secret string) (Servi
 	m.services.mu.Lock()
 	e, ok := m.services.m[string(hash)]
 	m.services.mu.Unlock()
-	if ok && now.Sub(e.fetched) < m.policy.CacheTTL && !now.Before(e.fetched) {
+	if ok && now.Sub(e.fetched) < min(serviceCacheTTL, m.policy.CacheTTL) && !now.Before(e.fetched) {
 		return e.c, nil
 	}
 	ss, err := m.serviceStore()

@@ -172,7 +172,7 @@ func (c *config) settings() []setting {
 		{"absolute-timeout", "SESSIOND_ABSOLUTE_TIMEOUT", "12h", "session lifetime from login, never extended", durationSetter(&p.AbsoluteTimeout)},
 		{"refresh-lead", "SESSIOND_REFRESH_LEAD", "2m", "how long before a deadline devices are prompted", durationSetter(&p.RefreshLead)},
 		{"rotation-grace", "SESSIOND_ROTATION_GRACE", "30s", "how long a rotated-away token still works", durationSetter(&p.RotationGrace)},
-		{"cache-ttl", "SESSIOND_CACHE_TTL", "5s", "how long a node serves a validation from its cache while the hub is healthy", durationSetter(&p.CacheTTL)},
+		{"cache-ttl", "SESSIOND_CACHE_TTL", "1m", "the longest a node serves a validation from its cache while the hub is healthy (revocations and rotations drop entries at once)", durationSetter(&p.CacheTTL)},
 		{"login-pending-timeout", "SESSIOND_LOGIN_PENDING_TIMEOUT", "10s", "how long a login.start or reauth.start can be finished", durationSetter(&p.PendingTimeout)},
 		{"http-timeout", "SESSIOND_HTTP_TIMEOUT", "30s", "time to read a whole HTTP request and to write its answer (idle keep-alive: 4x); WebSockets are exempt after the upgrade", durationSetter(&c.HTTPTimeout)},
 		{"bad-tokens-per-address", "SESSIOND_BAD_TOKENS_PER_ADDRESS", "100", "refused tokens per client address per minute (each costs a store read); then 429", intSetter(&c.Limits.BadTokensPerAddr)},

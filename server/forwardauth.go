@@ -23,7 +23,7 @@ const (
 // forwardAuth validates the token exactly as the API does — cached validation, fingerprint of
 // the end user's client, proof of possession, activity — for any method.
 func (s *Server) forwardAuth() http.Handler {
-	ok := s.auth(func(w http.ResponseWriter, r *http.Request) {
+	ok := s.authNoStore(func(w http.ResponseWriter, r *http.Request) {
 		sess, _ := SessionFrom(r.Context())
 		h := w.Header()
 		h.Set(HeaderUserID, sess.UserID)

@@ -31,7 +31,7 @@ func (s *Server) routes() {
 	})
 	mux.HandleFunc("GET /readyz", s.handleReady)
 	mux.HandleFunc("GET /api/v1/opaque/config", s.handleOPAQUEConfig)
-	mux.Handle("GET /api/v1/session", s.auth(s.handleGetSession))
+	mux.Handle("GET /api/v1/session", s.authNoStore(s.handleGetSession))
 	mux.Handle("POST /api/v1/session/refresh", s.auth(s.handleRefresh))
 	mux.Handle("DELETE /api/v1/session", s.auth(s.handleLogout))
 	mux.Handle("GET /api/v1/sessions", s.auth(s.handleListSessions))
@@ -117,7 +117,15 @@ func (s *Server) httpError(w http.ResponseWriter, r *http.Request, err error) {
 
 // auth resolves the bearer token to a live session, records the activity and puts the session
 // into the request context.
-func (s *Server) auth(next http.HandlerFunc) http.Handler {
+func (s *Server) auth(next http.HandlerFunc) http.Handler { return s.authWith(next, true) }
+
+// authNoStore is auth for handlers that do no store work of their own (the session answer,
+// forward auth): no per-request timer; the validation bounds its own store work on a miss.
+func (s *Server) authNoStore(next http.HandlerFunc) http.Handler { return s.authWith(next, false) }
+
+// authWith validates the bearer token, the proof and the client, records activity, and calls
+// next with the session in the context (and requestDeadline on it when deadline is set).
+func (s *Server) authWith(next http.HandlerFunc, deadline bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := r.Header.Get("Authorization")
 		scheme, token, ok := strings.Cut(h, " ")
@@ -135,11 +143,14 @@ func (s *Server) auth(next http.HandlerFunc) http.Handler {
 			s.httpError(w, r, ErrRateLimited)
 			return
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), requestDeadline)
-		defer cancel()
-		r = r.WithContext(ctx)
+		ctx := r.Context()
+		if deadline {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, requestDeadline)
+			defer cancel()
+		}
 		start := time.Now()
-		sess, err := s.mgr.Validate(r.Context(), strings.TrimSpace(token))
+		sess, err := s.mgr.Validate(ctx, strings.TrimSpace(token))
 		s.metrics.validation.Observe(time.Since(start).Seconds())
 		if err != nil {
 			if errors.Is(err, session.ErrInvalid) {
@@ -151,17 +162,17 @@ func (s *Server) auth(next http.HandlerFunc) http.Handler {
 		// The proof first: a request without one (a thief holding only the token) must not
 		// get as far as the fingerprint check, whose mismatch ends the owner's session.
 		if len(s.mgr.Device(sess).PoPKey) > 0 {
-			if err := s.verifyProof(r, sess); err != nil {
+			if err := s.verifyProof(r.WithContext(ctx), sess); err != nil {
 				s.httpError(w, r, err)
 				return
 			}
 		}
-		if err := s.mgr.CheckClient(r.Context(), sess, session.Client{IP: ip, UserAgent: r.UserAgent()}); err != nil {
+		if err := s.mgr.CheckClient(ctx, sess, session.Client{IP: ip, UserAgent: r.UserAgent()}); err != nil {
 			s.httpError(w, r, err)
 			return
 		}
 		sess = s.mgr.Touch(sess)
-		next(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, sess)))
+		next(w, r.WithContext(context.WithValue(ctx, ctxKey{}, sess)))
 	})
 }
 
@@ -203,10 +214,7 @@ func (s *Server) handleOPAQUEConfig(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleGetSession(w http.ResponseWriter, r *http.Request) {
 	sess, _ := SessionFrom(r.Context())
-	// A struct, not a map: this answer is the hot path of validation load.
-	writeJSON(w, http.StatusOK, struct {
-		Session protocol.Session `json:"session"`
-	}{sessionObject(s.mgr.Info(sess), "")})
+	writeSessionAnswer(w, s.mgr.Info(sess))
 }
 
 func (s *Server) handleRefresh(w http.ResponseWriter, r *http.Request) {

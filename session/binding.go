@@ -172,6 +172,8 @@ func (m *Manager) CheckClient(ctx context.Context, s Session, c Client) error {
 		return nil
 	}
 	reason := strings.Join(mismatch, ",")
+	ctx, cancel := bounded(ctx)
+	defer cancel()
 	if !revoke {
 		m.emit(ctx, Event{Kind: EventFingerprint, UserID: s.UserID, SessionID: s.ID, Reason: reason})
 		return nil

@@ -372,6 +372,8 @@ func (m *Manager) validate(ctx context.Context, token string) (Session, TokenHas
 		m.overlayIdle(&s)
 	}
 	if e.match.Retired && !now.Before(e.match.GraceUntil) {
+		ctx, cancel := bounded(ctx)
+		defer cancel()
 		if s.Live(now) {
 			m.emit(ctx, Event{Kind: EventTokenReuse, UserID: s.UserID, SessionID: s.ID})
 			ids, rerr := m.store.RevokeSessions(ctx, s.UserID, []string{s.ID}, ReasonTokenReuse, now)
@@ -388,6 +390,17 @@ func (m *Manager) validate(ctx context.Context, token string) (Session, TokenHas
 	return s, h, e.match, nil
 }
 
+// storeDeadline bounds the store work of a validation whose caller gave no deadline: the hot
+// path (a cache hit) then pays for no timer at all.
+const storeDeadline = 5 * time.Second
+
+func bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, storeDeadline)
+}
+
 // lookup finds the session of a token hash: from the cache (cached true) unless storeOnly, the
 // cache is out of use (the hub is degraded) or has no fresh entry, else from the store.
 func (m *Manager) lookup(ctx context.Context, h TokenHash, raw []byte, storeOnly bool) (cacheEntry, bool, error) {
@@ -399,6 +412,8 @@ func (m *Manager) lookup(ctx context.Context, h TokenHash, raw []byte, storeOnly
 		}
 	}
 	m.observer.CacheLookup(false)
+	ctx, cancel := bounded(ctx)
+	defer cancel()
 	gen := m.cache.generation()
 	s, match, err := m.store.SessionByToken(ctx, h[:])
 	if errors.Is(err, ErrNotFound) {

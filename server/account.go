@@ -28,7 +28,7 @@ func (c *conn) logout(ctx context.Context, in Inbound, s session.Session) error 
 	if err := c.endSelf(func() error { return c.srv.mgr.Logout(ctx, s) }); err != nil {
 		return err
 	}
-	c.closeAfter(encode(protocol.TypeSessionEnded, in.ID, nil), websocket.StatusNormalClosure, "signed out")
+	c.closeAfter(encode(protocol.TypeSessionEnded, in.ID, nil), websocket.StatusNormalClosure, "signed out", 0)
 	return nil
 }
 
@@ -62,7 +62,7 @@ func (c *conn) revokeSession(ctx context.Context, in Inbound, s session.Session)
 	}
 	msg := encode(protocol.TypeSessionsRevoked, in.ID, map[string]any{"session_ids": ids})
 	if own {
-		c.closeAfter(msg, websocket.StatusNormalClosure, "signed out")
+		c.closeAfter(msg, websocket.StatusNormalClosure, "signed out", 0)
 		return nil
 	}
 	c.send(msg)

@@ -159,7 +159,7 @@ func (c *conn) allow(id string) bool {
 	n := c.st.overs
 	c.mu.Unlock()
 	if n > c.srv.limits.MessageBurst {
-		c.closeAfter(nil, protocol.CloseRateLimited, "rate limited")
+		c.closeAfter(nil, protocol.CloseRateLimited, "rate limited", 0)
 	}
 	return false
 }
@@ -172,7 +172,7 @@ func (c *conn) bad(id string, err error) {
 	n := c.st.badInARow
 	c.mu.Unlock()
 	if n >= maxBadInARow {
-		c.closeAfter(nil, protocol.CloseProtocolViolation, "too many invalid messages")
+		c.closeAfter(nil, protocol.CloseProtocolViolation, "too many invalid messages", 0)
 	}
 }
 

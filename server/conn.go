@@ -37,10 +37,11 @@ const requestDeadline = 5 * time.Second
 const maxBadInARow = 10
 
 type outItem struct {
-	data   []byte
-	close  bool
-	code   websocket.StatusCode
-	reason string
+	data      []byte
+	close     bool
+	code      websocket.StatusCode
+	reason    string
+	revokedAt int64 // a revocation notice: when the revoking node published it (unix ns)
 }
 
 // conn is one device connection.
@@ -172,7 +173,7 @@ func (c *conn) serve() {
 		authed := c.st.sess != nil
 		c.mu.Unlock()
 		if !authed {
-			c.closeAfter(nil, protocol.CloseHandshakeTimeout, "no login or resume within the handshake deadline")
+			c.closeAfter(nil, protocol.CloseHandshakeTimeout, "no login or resume within the handshake deadline", 0)
 		}
 	})
 	c.readLoop()
@@ -275,7 +276,11 @@ func (c *conn) writeLoop() {
 			return
 		}
 		c.outMu.Unlock()
-		if (it.data != nil && !c.write(it.data)) || it.close {
+		ok := it.data == nil || c.write(it.data)
+		if ok && it.revokedAt != 0 {
+			c.srv.metrics.revocation.Observe(time.Since(time.Unix(0, it.revokedAt)).Seconds())
+		}
+		if !ok || it.close {
 			c.outMu.Lock()
 			c.writing, c.stopped, c.out, c.changed = false, true, nil, nil
 			c.outMu.Unlock()
@@ -307,11 +312,11 @@ func (c *conn) send(data []byte) {
 }
 
 // closeAfter queues data (may be nil) followed by a close frame with code.
-func (c *conn) closeAfter(data []byte, code websocket.StatusCode, reason string) {
+func (c *conn) closeAfter(data []byte, code websocket.StatusCode, reason string, revokedAt int64) {
 	if !c.closing.CompareAndSwap(false, true) {
 		return
 	}
-	if !c.enqueue(outItem{data: data, close: true, code: code, reason: reason}) {
+	if !c.enqueue(outItem{data: data, close: true, code: code, reason: reason, revokedAt: revokedAt}) {
 		go c.ws.Close(websocket.StatusTryAgainLater, "too slow to keep up; reconnect and resume")
 	}
 }
@@ -372,7 +377,7 @@ func (c *conn) Deliver(_ string, payload []byte) {
 					return
 				}
 				c.mu.Unlock()
-				c.revokedNotice(ev.Reason)
+				c.revokedNoticeAt(ev.Reason, ev.At)
 				return
 			}
 		}

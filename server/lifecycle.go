@@ -76,15 +76,19 @@ func (c *conn) ended(s session.Session) {
 	c.expiredNotice(s, reason)
 }
 
-func (c *conn) revokedNotice(reason string) {
+func (c *conn) revokedNotice(reason string) { c.revokedNoticeAt(reason, 0) }
+
+// revokedNoticeAt sends notice.revoked and closes; at (unix ns, 0: unknown) is when the
+// revocation was published, for sessiond_revocation_notice_seconds.
+func (c *conn) revokedNoticeAt(reason string, at int64) {
 	c.srv.metrics.notice(protocol.NoticeRevoked, "sent")
-	c.closeAfter(encode(protocol.NoticeRevoked, "", map[string]string{"reason": reason}), protocol.CloseRevoked, "session revoked")
+	c.closeAfter(encode(protocol.NoticeRevoked, "", map[string]string{"reason": reason}), protocol.CloseRevoked, "session revoked", at)
 }
 
 func (c *conn) expiredNotice(s session.Session, reason string) {
 	c.srv.metrics.notice(protocol.NoticeExpired, "sent")
 	c.srv.mgr.RecordExpiry(c.ctx, s, reason)
-	c.closeAfter(encode(protocol.NoticeExpired, "", map[string]string{"reason": reason}), protocol.CloseExpired, "session expired")
+	c.closeAfter(encode(protocol.NoticeExpired, "", map[string]string{"reason": reason}), protocol.CloseExpired, "session expired", 0)
 }
 
 // scheduleLocked sets the lifecycle timer to the next moment something is due. c.mu is held.

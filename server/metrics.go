@@ -23,6 +23,9 @@ type Metrics struct {
 	cacheHit    prometheus.Counter     // cache's children, looked up once: every validation counts
 	cacheMiss   prometheus.Counter
 	storeOps    *prometheus.CounterVec // op; result: ok, refused, error
+	storeSecs   *prometheus.HistogramVec
+	publishSecs prometheus.Histogram
+	revocation  prometheus.Histogram // revocation -> notice written to the device's socket
 	brokerErrs  prometheus.Counter
 	swept       prometheus.Counter
 	rateLimited *prometheus.CounterVec // limit
@@ -42,6 +45,10 @@ func NewMetrics() *Metrics {
 	m.validation = f(prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sessiond_validation_seconds", Help: "Token validation latency of API requests.", Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .1, .5}})).(prometheus.Histogram)
 	m.cache = f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sessiond_validation_cache_total", Help: "Validation cache lookups by result (hit, miss)."}, []string{"result"})).(*prometheus.CounterVec)
 	m.cacheHit, m.cacheMiss = m.cache.WithLabelValues("hit"), m.cache.WithLabelValues("miss")
+	latency := []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1, 5}
+	m.storeSecs = f(prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sessiond_store_operation_seconds", Help: "Store operation latency by operation.", Buckets: latency}, []string{"op"})).(*prometheus.HistogramVec)
+	m.publishSecs = f(prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sessiond_hub_publish_seconds", Help: "Time to publish one notice on the hub (to Redis, or in process).", Buckets: latency})).(prometheus.Histogram)
+	m.revocation = f(prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sessiond_revocation_notice_seconds", Help: "From a revocation (as stamped by the node that made it) to its notice written to the device's socket, on the delivering node.", Buckets: latency})).(prometheus.Histogram)
 	m.storeOps = f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sessiond_store_ops_total", Help: "Store operations by operation and result (ok, refused, error)."}, []string{"op", "result"})).(*prometheus.CounterVec)
 	m.brokerErrs = f(prometheus.NewCounter(prometheus.CounterOpts{Name: "sessiond_broker_errors_total", Help: "Notices that could not be published to the cross-node broker."})).(prometheus.Counter)
 	m.swept = f(prometheus.NewCounter(prometheus.CounterOpts{Name: "sessiond_swept_sessions_total", Help: "Ended sessions deleted by the sweeper."})).(prometheus.Counter)

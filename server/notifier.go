@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -27,6 +28,7 @@ const (
 // event is the hub payload: what happened, for the devices and nodes that must know.
 type event struct {
 	Kind     string            `json:"k"`
+	At       int64             `json:"at,omitempty"` // revoked: when the revoking node published it (unix ns)
 	IDs      []string          `json:"ids,omitempty"`
 	Reason   string            `json:"reason,omitempty"`
 	Sessions []protocol.Device `json:"sessions,omitempty"`
@@ -35,8 +37,9 @@ type event struct {
 // Notifier implements session.Notifier over the hub. It needs the manager to list a user's
 // sessions, and the manager needs it: Attach closes the loop after both exist.
 type Notifier struct {
-	hub *hub.Hub
-	log zerolog.Logger
+	hub     *hub.Hub
+	log     zerolog.Logger
+	metrics *Metrics
 }
 
 var _ session.Notifier = (*Notifier)(nil)
@@ -44,9 +47,20 @@ var _ session.Notifier = (*Notifier)(nil)
 // NewNotifier returns a Notifier publishing on h.
 func NewNotifier(h *hub.Hub, log zerolog.Logger) *Notifier { return &Notifier{hub: h, log: log} }
 
+// WithMetrics makes the Notifier time its publishes in m (sessiond_hub_publish_seconds).
+func (n *Notifier) WithMetrics(m *Metrics) *Notifier {
+	n.metrics = m
+	return n
+}
+
 func (n *Notifier) publish(ctx context.Context, topic string, ev event) {
 	payload, _ := json.Marshal(ev)
-	if err := n.hub.Publish(context.WithoutCancel(ctx), topic, payload); err != nil {
+	start := time.Now()
+	err := n.hub.Publish(context.WithoutCancel(ctx), topic, payload)
+	if n.metrics != nil {
+		n.metrics.publishSecs.Observe(time.Since(start).Seconds())
+	}
+	if err != nil {
 		// The store already holds the change; devices learn it on their next validation.
 		n.log.Warn().Err(err).Str("kind", ev.Kind).Msg("notice not published")
 	}
@@ -55,7 +69,7 @@ func (n *Notifier) publish(ctx context.Context, topic string, ev event) {
 // Revoked implements session.Notifier.
 func (n *Notifier) Revoked(ctx context.Context, userID string, ids []string, reason string) {
 	n.publish(ctx, nodesTopic, event{Kind: eventInvalidated, IDs: ids})
-	n.publish(ctx, userTopic(userID), event{Kind: eventRevoked, IDs: ids, Reason: reason})
+	n.publish(ctx, userTopic(userID), event{Kind: eventRevoked, IDs: ids, Reason: reason, At: time.Now().UnixNano()})
 }
 
 // Changed implements session.Notifier.

@@ -162,7 +162,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
-		c.closeAfter(nil, websocket.StatusGoingAway, "server going away; reconnect and resume")
+		c.closeAfter(nil, websocket.StatusGoingAway, "server going away; reconnect and resume", 0)
 	}
 	done := make(chan struct{})
 	go func() {

@@ -26,7 +26,8 @@ func InstrumentStore(st session.Backend, m *Metrics) session.Backend {
 	return instrumentedStore{next: st, m: m}
 }
 
-func (st instrumentedStore) observe(op string, err error) {
+func (st instrumentedStore) observe(start time.Time, op string, err error) {
+	st.m.storeSecs.WithLabelValues(op).Observe(time.Since(start).Seconds())
 	result := "ok"
 	switch {
 	case err == nil:
@@ -41,153 +42,174 @@ func (st instrumentedStore) observe(op string, err error) {
 
 // CreateUser implements session.Store.
 func (st instrumentedStore) CreateUser(ctx context.Context, u session.User) error {
+	start := time.Now()
 	err := st.next.CreateUser(ctx, u)
-	st.observe("CreateUser", err)
+	st.observe(start, "CreateUser", err)
 	return err
 }
 
 // UserByName implements session.Store.
 func (st instrumentedStore) UserByName(ctx context.Context, username string) (session.User, error) {
+	start := time.Now()
 	r0, err := st.next.UserByName(ctx, username)
 	// An unknown name is an outcome of a lookup like a known one: counted alike, so that the
 	// series cannot tell registered usernames from others.
 	if errors.Is(err, session.ErrNotFound) {
-		st.observe("UserByName", nil)
+		st.observe(start, "UserByName", nil)
 	} else {
-		st.observe("UserByName", err)
+		st.observe(start, "UserByName", err)
 	}
 	return r0, err
 }
 
 // UserByID implements session.Store.
 func (st instrumentedStore) UserByID(ctx context.Context, id string) (session.User, error) {
+	start := time.Now()
 	r0, err := st.next.UserByID(ctx, id)
-	st.observe("UserByID", err)
+	st.observe(start, "UserByID", err)
 	return r0, err
 }
 
 // ChangeRecord implements session.Store.
 func (st instrumentedStore) ChangeRecord(ctx context.Context, userID string, credVersion int64, record []byte, keepSessionID string, reason string, at time.Time) ([]string, error) {
+	start := time.Now()
 	r0, err := st.next.ChangeRecord(ctx, userID, credVersion, record, keepSessionID, reason, at)
-	st.observe("ChangeRecord", err)
+	st.observe(start, "ChangeRecord", err)
 	return r0, err
 }
 
 // DeleteUser implements session.Store.
 func (st instrumentedStore) DeleteUser(ctx context.Context, userID string, reason string, at time.Time) ([]string, error) {
+	start := time.Now()
 	r0, err := st.next.DeleteUser(ctx, userID, reason, at)
-	st.observe("DeleteUser", err)
+	st.observe(start, "DeleteUser", err)
 	return r0, err
 }
 
 // CreateSession implements session.Store.
 func (st instrumentedStore) CreateSession(ctx context.Context, s session.Session, limit session.Limit) ([]string, error) {
+	start := time.Now()
 	r0, err := st.next.CreateSession(ctx, s, limit)
-	st.observe("CreateSession", err)
+	st.observe(start, "CreateSession", err)
 	return r0, err
 }
 
 // SessionByToken implements session.Store.
 func (st instrumentedStore) SessionByToken(ctx context.Context, tokenHash []byte) (session.Session, session.TokenMatch, error) {
+	start := time.Now()
 	r0, r1, err := st.next.SessionByToken(ctx, tokenHash)
-	st.observe("SessionByToken", err)
+	st.observe(start, "SessionByToken", err)
 	return r0, r1, err
 }
 
 // SessionByID implements session.Store.
 func (st instrumentedStore) SessionByID(ctx context.Context, id string) (session.Session, error) {
+	start := time.Now()
 	r0, err := st.next.SessionByID(ctx, id)
-	st.observe("SessionByID", err)
+	st.observe(start, "SessionByID", err)
 	return r0, err
 }
 
 // ListSessions implements session.Store.
 func (st instrumentedStore) ListSessions(ctx context.Context, userID string, now time.Time) ([]session.Session, error) {
+	start := time.Now()
 	r0, err := st.next.ListSessions(ctx, userID, now)
-	st.observe("ListSessions", err)
+	st.observe(start, "ListSessions", err)
 	return r0, err
 }
 
 // RotateToken implements session.Store.
 func (st instrumentedStore) RotateToken(ctx context.Context, id string, oldHash []byte, newHash []byte, graceUntil time.Time, now time.Time) error {
+	start := time.Now()
 	err := st.next.RotateToken(ctx, id, oldHash, newHash, graceUntil, now)
-	st.observe("RotateToken", err)
+	st.observe(start, "RotateToken", err)
 	return err
 }
 
 // Touch implements session.Store.
 func (st instrumentedStore) Touch(ctx context.Context, touches []session.Touch) error {
+	start := time.Now()
 	err := st.next.Touch(ctx, touches)
-	st.observe("Touch", err)
+	st.observe(start, "Touch", err)
 	return err
 }
 
 // RevokeSessions implements session.Store.
 func (st instrumentedStore) RevokeSessions(ctx context.Context, userID string, ids []string, reason string, at time.Time) ([]string, error) {
+	start := time.Now()
 	r0, err := st.next.RevokeSessions(ctx, userID, ids, reason, at)
-	st.observe("RevokeSessions", err)
+	st.observe(start, "RevokeSessions", err)
 	return r0, err
 }
 
 // RevokeUserSessions implements session.Store.
 func (st instrumentedStore) RevokeUserSessions(ctx context.Context, userID string, exceptID string, reason string, at time.Time) ([]string, error) {
+	start := time.Now()
 	r0, err := st.next.RevokeUserSessions(ctx, userID, exceptID, reason, at)
-	st.observe("RevokeUserSessions", err)
+	st.observe(start, "RevokeUserSessions", err)
 	return r0, err
 }
 
 // DeleteEnded implements session.Store.
 func (st instrumentedStore) DeleteEnded(ctx context.Context, before time.Time, limit int) (int, error) {
+	start := time.Now()
 	r0, err := st.next.DeleteEnded(ctx, before, limit)
-	st.observe("DeleteEnded", err)
+	st.observe(start, "DeleteEnded", err)
 	return r0, err
 }
 
 // GetVault implements session.Store.
 func (st instrumentedStore) GetVault(ctx context.Context, vaultID string) (session.Vault, error) {
+	start := time.Now()
 	r0, err := st.next.GetVault(ctx, vaultID)
-	st.observe("GetVault", err)
+	st.observe(start, "GetVault", err)
 	return r0, err
 }
 
 // PutVault implements session.Store.
 func (st instrumentedStore) PutVault(ctx context.Context, p session.VaultPut) (string, error) {
+	start := time.Now()
 	r0, err := st.next.PutVault(ctx, p)
-	st.observe("PutVault", err)
+	st.observe(start, "PutVault", err)
 	return r0, err
 }
 
 // AddEvents implements session.Store.
 func (st instrumentedStore) AddEvents(ctx context.Context, events []session.Event) error {
+	start := time.Now()
 	err := st.next.AddEvents(ctx, events)
-	st.observe("AddEvents", err)
+	st.observe(start, "AddEvents", err)
 	return err
 }
 
 // ListEvents implements session.Store.
 func (st instrumentedStore) ListEvents(ctx context.Context, userID string, limit int) ([]session.Event, error) {
+	start := time.Now()
 	r0, err := st.next.ListEvents(ctx, userID, limit)
-	st.observe("ListEvents", err)
+	st.observe(start, "ListEvents", err)
 	return r0, err
 }
 
 // DeleteEventsBefore implements session.Store.
 func (st instrumentedStore) DeleteEventsBefore(ctx context.Context, before time.Time, limit int) (int, error) {
+	start := time.Now()
 	r0, err := st.next.DeleteEventsBefore(ctx, before, limit)
-	st.observe("DeleteEventsBefore", err)
+	st.observe(start, "DeleteEventsBefore", err)
 	return r0, err
 }
 
 // CheckKeyFingerprint implements session.Store.
 func (st instrumentedStore) CheckKeyFingerprint(ctx context.Context, fp string) error {
+	start := time.Now()
 	err := st.next.CheckKeyFingerprint(ctx, fp)
-	st.observe("CheckKeyFingerprint", err)
+	st.observe(start, "CheckKeyFingerprint", err)
 	return err
 }
 
 // Ping implements session.Store.
 func (st instrumentedStore) Ping(ctx context.Context) error {
+	start := time.Now()
 	err := st.next.Ping(ctx)
-	st.observe("Ping", err)
+	st.observe(start, "Ping", err)
 	return err
 }

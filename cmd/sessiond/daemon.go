@@ -79,7 +79,7 @@ func (d *daemon) open(ctx context.Context) error {
 	d.hub = hub.New(broker)
 	cfg := d.cfg
 	d.mgr, err = session.NewManager(session.Config{Store: server.InstrumentStore(d.st, d.metrics), Keys: d.keys,
-		Policy: cfg.Policy, Notifier: server.NewNotifier(d.hub, d.log), Logger: d.log, CacheUsable: d.hub.Healthy,
+		Policy: cfg.Policy, Notifier: server.NewNotifier(d.hub, d.log).WithMetrics(d.metrics), Logger: d.log, CacheUsable: d.hub.Healthy,
 		Observer: d.metrics, Fingerprint: cfg.Fingerprint, ProofOfPossession: cfg.ProofRequired})
 	if err != nil {
 		return fmt.Errorf("invalid session policy: %w", err)

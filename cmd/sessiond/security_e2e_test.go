@@ -842,6 +842,13 @@ func TestMetrics(t *testing.T) {
 		_, _ = g.Login(ctx, ghost, "x", "") // the third is rate limited
 	}
 
+	// The revoked device's notice is written to its socket after the revocation's reply.
+	if !waitFor(ctx, func() bool {
+		v, _ := secSeries(secMetrics(t, n.Metrics), "sessiond_revocation_notice_seconds_count")
+		return v >= 1
+	}) {
+		t.Error("sessiond_revocation_notice_seconds never counted the revoked device's notice")
+	}
 	m := secMetrics(t, n.Metrics)
 	series := []struct {
 		name   string
@@ -861,6 +868,10 @@ func TestMetrics(t *testing.T) {
 		{"sessiond_validation_cache_total", []string{`result="hit"`}, 1},
 		{"sessiond_validation_cache_total", []string{`result="miss"`}, 1},
 		{"sessiond_store_ops_total", nil, 1},
+		{"sessiond_store_operation_seconds_count", []string{`op="RevokeSessions"`}, 1},
+		{"sessiond_store_operation_seconds_count", []string{`op="SessionByToken"`}, 1},
+		{"sessiond_hub_publish_seconds_count", nil, 2},
+		{"sessiond_revocation_notice_seconds_count", nil, 1},
 		{"sessiond_broker_errors_total", nil, 0},
 		{"sessiond_swept_sessions_total", nil, 0},
 		{"sessiond_rate_limited_total", []string{`limit="login_failures_per_user"`}, 1},

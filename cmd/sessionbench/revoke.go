@@ -124,6 +124,8 @@ func revokeScenario(ctx context.Context, o options) (map[string]any, error) {
 
 	// Single revocations, one at a time.
 	logf("timing %d single revocations (node 1 → device on node 2)", samples)
+	m1a, _ := node1.scrape(ctx)
+	m2a, _ := node2.scrape(ctx)
 	var lat, rtt latencies
 	lost := 0
 	for i := 0; i < samples && ctx.Err() == nil; i++ {
@@ -145,6 +147,10 @@ func revokeScenario(ctx context.Context, o options) (map[string]any, error) {
 		cancel()
 		rtt = append(rtt, t1.Sub(t0))
 	}
+
+	m1b, _ := node1.scrape(ctx)
+	m2b, _ := node2.scrape(ctx)
+	stages := revokeStages(m1a, m1b, m2a, m2b, len(lat))
 
 	// Burst: every user's revoking connection sends sessions.revoke_others at once.
 	// Every connection but the revoking ones and those already revoked above.
@@ -213,7 +219,7 @@ func revokeScenario(ctx context.Context, o options) (map[string]any, error) {
 	logf("burst: %d/%d notices, last after %s", received, len(targets), burst.Round(time.Millisecond))
 
 	p99 := lat.quantile(0.99)
-	return map[string]any{
+	out := map[string]any{
 		"nodes":                    "2 sessiond child processes, PostgreSQL (fresh schema) + Redis pub/sub (fresh prefix), one key file",
 		"connections":              len(conns1) + len(conns2),
 		"connections_node1":        len(conns1),
@@ -247,7 +253,41 @@ func revokeScenario(ctx context.Context, o options) (map[string]any, error) {
 		"redis_prefix_per_run":     true,
 		"revocations_from_node":    "node1",
 		"revoked_devices_on_nodes": "node2 (single); node1 and node2 (burst)",
-	}, nil
+	}
+	for k, v := range stages {
+		out[k] = v
+	}
+	return out, nil
+}
+
+// revokeStages says where a single revocation's time goes, from the nodes' own histograms
+// over the single revocations: node 1's store work per revocation by operation and its hub
+// publishes, and node 2's time from the revoking node's stamp (taken when it publishes, after
+// the store committed) to the notice written to the device's socket.
+func revokeStages(m1a, m1b, m2a, m2b metrics, n int) map[string]any {
+	out := map[string]any{}
+	if n == 0 || m1a == nil || m1b == nil || m2a == nil || m2b == nil {
+		return out
+	}
+	delta := func(a, b metrics, name string, labels ...string) float64 { return b.sum(name, labels...) - a.sum(name, labels...) }
+	storeMs := 0.0
+	for _, op := range []string{"RevokeSessions", "SessionByID", "ListSessions", "AddEvents", "AppendChanges"} {
+		l := `op="` + op + `"`
+		secs := delta(m1a, m1b, "sessiond_store_operation_seconds_sum", l)
+		calls := delta(m1a, m1b, "sessiond_store_operation_seconds_count", l)
+		out["stage_node1_store_"+op+"_ms_per_revoke"] = round3(secs / float64(n) * 1000)
+		out["stage_node1_store_"+op+"_calls_per_revoke"] = round3(calls / float64(n))
+		storeMs += secs / float64(n) * 1000
+	}
+	out["stage_node1_store_ms_per_revoke"] = round3(storeMs)
+	pubs := delta(m1a, m1b, "sessiond_hub_publish_seconds_count")
+	out["stage_node1_publishes_per_revoke"] = round3(pubs / float64(n))
+	out["stage_node1_publish_ms_per_revoke"] = round3(delta(m1a, m1b, "sessiond_hub_publish_seconds_sum") / float64(n) * 1000)
+	got := delta(m2a, m2b, "sessiond_revocation_notice_seconds_count")
+	if got > 0 {
+		out["stage_node2_stamp_to_socket_mean_ms"] = round3(delta(m2a, m2b, "sessiond_revocation_notice_seconds_sum") / got * 1000)
+	}
+	return out
 }
 
 // freshSchema creates a schema for this run and returns base with search_path set to it, and

@@ -162,7 +162,9 @@ func (s *Server) authWith(next http.HandlerFunc, deadline bool) http.Handler {
 		// The proof first: a request without one (a thief holding only the token) must not
 		// get as far as the fingerprint check, whose mismatch ends the owner's session.
 		if len(s.mgr.Device(sess).PoPKey) > 0 {
-			if err := s.verifyProof(r.WithContext(ctx), sess); err != nil {
+			// verifyProof reads the body and puts it back on the request it is given: keep that one.
+			r = r.WithContext(ctx)
+			if err := s.verifyProof(r, sess); err != nil {
 				s.httpError(w, r, err)
 				return
 			}

@@ -146,6 +146,10 @@ func TestProofOfPossession(t *testing.T) {
 	if err != nil || r.Status != 204 {
 		t.Fatalf("signed vault write: %v %d %s", err, r.Status, r.Body)
 	}
+	// The body the proof was checked over reached the handler whole.
+	if r, err := good.Do(ctx, "GET", "/api/v1/vault", nil, nil); err != nil || r.Status != 200 || string(r.Body) != "ciphertext" {
+		t.Fatalf("signed vault read back: %v %d %q", err, r.Status, r.Body)
+	}
 	// Token alone.
 	thief := client.NewAPI(n.Base, res.Session.Token)
 	if _, err := thief.Session(ctx); !client.IsCode(err, "proof_invalid") {

@@ -269,7 +269,9 @@ func revokeStages(m1a, m1b, m2a, m2b metrics, n int) map[string]any {
 	if n == 0 || m1a == nil || m1b == nil || m2a == nil || m2b == nil {
 		return out
 	}
-	delta := func(a, b metrics, name string, labels ...string) float64 { return b.sum(name, labels...) - a.sum(name, labels...) }
+	delta := func(a, b metrics, name string, labels ...string) float64 {
+		return b.sum(name, labels...) - a.sum(name, labels...)
+	}
 	storeMs := 0.0
 	for _, op := range []string{"RevokeSessions", "SessionByID", "ListSessions", "AddEvents", "AppendChanges"} {
 		l := `op="` + op + `"`

@@ -171,6 +171,20 @@ func runBrokerConformance(t *testing.T, newBrokers func(t *testing.T) (a, b Brok
 		expectDelivery(t, s1bis, "t1", "3")
 	})
 
+	t.Run("PublishAllInOrder", func(t *testing.T) {
+		pub, recv := pair(t)
+		s := newSink()
+		subscribe(t, recv, "ta", s)
+		subscribe(t, recv, "tb", s)
+		msgs := []Message{{Topic: "ta", Payload: []byte("1")}, {Topic: "tb", Payload: []byte("2")}, {Topic: "ta", Payload: []byte("3")}}
+		if err := pub.PublishAll(t.Context(), msgs); err != nil {
+			t.Fatal(err)
+		}
+		expectDelivery(t, s, "ta", "1")
+		expectDelivery(t, s, "tb", "2")
+		expectDelivery(t, s, "ta", "3")
+	})
+
 	t.Run("CrossNode", func(t *testing.T) {
 		a, b := newBrokers(t)
 		if b == nil {

@@ -176,6 +176,31 @@ func (h *Hub) Publish(ctx context.Context, topic string, payload []byte) error {
 	return h.broker.Publish(ctx, topic, payload)
 }
 
+// Message is one publish of PublishAll.
+type Message struct {
+	Topic   string
+	Payload []byte
+}
+
+// BatchPublisher is a Broker that can send several messages in one round trip, in order.
+type BatchPublisher interface {
+	PublishAll(ctx context.Context, msgs []Message) error
+}
+
+// PublishAll publishes msgs in order: in one round trip when the broker can (Redis
+// pipelining), else one by one.
+func (h *Hub) PublishAll(ctx context.Context, msgs []Message) error {
+	if b, ok := h.broker.(BatchPublisher); ok {
+		return b.PublishAll(ctx, msgs)
+	}
+	for _, m := range msgs {
+		if err := h.broker.Publish(ctx, m.Topic, m.Payload); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Run keeps the broker's link up until ctx ends.
 func (h *Hub) Run(ctx context.Context) error { return h.broker.Run(ctx) }
 

@@ -145,6 +145,22 @@ func (r *Redis) Publish(ctx context.Context, topic string, payload []byte) error
 	}
 }
 
+// PublishAll implements [BatchPublisher]: the messages go in one pipeline, so they cost one
+// round trip and reach every subscriber in order. Like Publish, an error means they must be
+// treated as lost.
+func (r *Redis) PublishAll(ctx context.Context, msgs []Message) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("hub: publish: %w", err)
+	}
+	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, m := range msgs {
+			p.Publish(ctx, r.prefix+m.Topic, m.Payload)
+		}
+		return nil
+	})
+	return wrapPublish(err)
+}
+
 func wrapPublish(err error) error {
 	if err != nil {
 		return fmt.Errorf("hub: publish: %w", err)

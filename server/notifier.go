@@ -66,10 +66,21 @@ func (n *Notifier) publish(ctx context.Context, topic string, ev event) {
 	}
 }
 
-// Revoked implements session.Notifier.
+// Revoked implements session.Notifier. The cache invalidation for every node and the notice
+// for the user's devices go in one round trip, the invalidation first: a device told of its
+// revocation never finds its token still cached on another node.
 func (n *Notifier) Revoked(ctx context.Context, userID string, ids []string, reason string) {
-	n.publish(ctx, nodesTopic, event{Kind: eventInvalidated, IDs: ids})
-	n.publish(ctx, userTopic(userID), event{Kind: eventRevoked, IDs: ids, Reason: reason, At: time.Now().UnixNano()})
+	inv, _ := json.Marshal(event{Kind: eventInvalidated, IDs: ids})
+	rev, _ := json.Marshal(event{Kind: eventRevoked, IDs: ids, Reason: reason, At: time.Now().UnixNano()})
+	start := time.Now()
+	err := n.hub.PublishAll(context.WithoutCancel(ctx), []hub.Message{{Topic: nodesTopic, Payload: inv}, {Topic: userTopic(userID), Payload: rev}})
+	if n.metrics != nil {
+		n.metrics.publishSecs.Observe(time.Since(start).Seconds())
+	}
+	if err != nil {
+		// The store already holds the change; devices learn it on their next validation.
+		n.log.Warn().Err(err).Str("kind", eventRevoked).Msg("notice not published")
+	}
 }
 
 // Changed implements session.Notifier.

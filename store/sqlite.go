@@ -60,10 +60,14 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	// A file: URI so that any character in the path (?, #, %) is escaped rather than parsed.
 	dsn := (&url.URL{Scheme: "file", Path: abs}).String() + "?" + q.Encode()
 
-	db, err := sql.Open("sqlite", dsn)
+	db, err := openCachedSQLite(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store: open sqlite: %w", err)
 	}
+	// Keep connections rather than open and close them under load (database/sql keeps two idle
+	// by default): opening one runs the DSN's pragmas and reads the schema, and its prepared
+	// statements (sqlite_stmtcache.go) go with it.
+	db.SetMaxIdleConns(16)
 	s := &SQLite{db: db}
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()

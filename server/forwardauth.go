@@ -3,6 +3,8 @@ package server
 import (
 	"net/http"
 	"net/url"
+
+	"github.com/sessiond/sessiond/session"
 )
 
 // forwardAuthPath answers the sub-requests of reverse proxies that put sessiond in front of an
@@ -23,8 +25,7 @@ const (
 // forwardAuth validates the token exactly as the API does — cached validation, fingerprint of
 // the end user's client, proof of possession, activity — for any method.
 func (s *Server) forwardAuth() http.Handler {
-	ok := s.authNoStore(func(w http.ResponseWriter, r *http.Request) {
-		sess, _ := SessionFrom(r.Context())
+	ok := s.authNoStore(func(w http.ResponseWriter, _ *http.Request, sess session.Session) {
 		// The names are canonical already: assigned directly, without Set's canonicalisation,
 		// and the five values share one allocation.
 		h := w.Header()

@@ -117,15 +117,23 @@ func (s *Server) httpError(w http.ResponseWriter, r *http.Request, err error) {
 
 // auth resolves the bearer token to a live session, records the activity and puts the session
 // into the request context.
-func (s *Server) auth(next http.HandlerFunc) http.Handler { return s.authWith(next, true) }
+func (s *Server) auth(next http.HandlerFunc) http.Handler {
+	return s.authWith(func(w http.ResponseWriter, r *http.Request, sess session.Session) {
+		next(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, sess)))
+	}, true)
+}
+
+// sessionHandler is a handler given the request's live session directly.
+type sessionHandler func(w http.ResponseWriter, r *http.Request, sess session.Session)
 
 // authNoStore is auth for handlers that do no store work of their own (the session answer,
-// forward auth): no per-request timer; the validation bounds its own store work on a miss.
-func (s *Server) authNoStore(next http.HandlerFunc) http.Handler { return s.authWith(next, false) }
+// forward auth): no per-request timer (the validation bounds its own store work on a miss),
+// and the session is handed over as an argument, not through a new request context.
+func (s *Server) authNoStore(next sessionHandler) http.Handler { return s.authWith(next, false) }
 
 // authWith validates the bearer token, the proof and the client, records activity, and calls
-// next with the session in the context (and requestDeadline on it when deadline is set).
-func (s *Server) authWith(next http.HandlerFunc, deadline bool) http.Handler {
+// next with the session (and requestDeadline on the request's context when deadline is set).
+func (s *Server) authWith(next sessionHandler, deadline bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := r.Header.Get("Authorization")
 		scheme, token, ok := strings.Cut(h, " ")
@@ -148,6 +156,7 @@ func (s *Server) authWith(next http.HandlerFunc, deadline bool) http.Handler {
 			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(ctx, requestDeadline)
 			defer cancel()
+			r = r.WithContext(ctx)
 		}
 		start := time.Now()
 		sess, err := s.mgr.Validate(ctx, strings.TrimSpace(token))
@@ -162,8 +171,7 @@ func (s *Server) authWith(next http.HandlerFunc, deadline bool) http.Handler {
 		// The proof first: a request without one (a thief holding only the token) must not
 		// get as far as the fingerprint check, whose mismatch ends the owner's session.
 		if len(s.mgr.Device(sess).PoPKey) > 0 {
-			// verifyProof reads the body and puts it back on the request it is given: keep that one.
-			r = r.WithContext(ctx)
+			// verifyProof reads the body and puts it back on the request it is given (r).
 			if err := s.verifyProof(r, sess); err != nil {
 				s.httpError(w, r, err)
 				return
@@ -173,8 +181,7 @@ func (s *Server) authWith(next http.HandlerFunc, deadline bool) http.Handler {
 			s.httpError(w, r, err)
 			return
 		}
-		sess = s.mgr.Touch(sess)
-		next(w, r.WithContext(context.WithValue(ctx, ctxKey{}, sess)))
+		next(w, r, s.mgr.Touch(sess))
 	})
 }
 
@@ -214,8 +221,7 @@ func (s *Server) handleOPAQUEConfig(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func (s *Server) handleGetSession(w http.ResponseWriter, r *http.Request) {
-	sess, _ := SessionFrom(r.Context())
+func (s *Server) handleGetSession(w http.ResponseWriter, _ *http.Request, sess session.Session) {
 	writeSessionAnswer(w, s.mgr.Info(sess))
 }
 

@@ -73,10 +73,10 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !active {
-		writeJSON(w, http.StatusOK, Introspection{Active: false})
+		writeAnswer(w, appendIntrospection, Introspection{Active: false})
 		return
 	}
-	writeJSON(w, http.StatusOK, Introspection{Active: true, Sub: sess.UserID, Sid: sess.ID, VaultID: sess.VaultID,
+	writeAnswer(w, appendIntrospection, Introspection{Active: true, Sub: sess.UserID, Sid: sess.ID, VaultID: sess.VaultID,
 		Iat: sess.CreatedAt.Unix(), Exp: sess.ExpiresAt.Unix(), IdleExp: sess.IdleExpiresAt.Unix(), TokenType: "sessiond"})
 }
 

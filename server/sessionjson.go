@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -20,13 +21,40 @@ var answerBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &
 
 // writeSessionAnswer writes 200 {"session": …} for the session i.
 func writeSessionAnswer(w http.ResponseWriter, i session.Info) {
+	writeAnswer(w, appendSessionAnswer, i)
+}
+
+// writeAnswer writes 200 with the JSON that appendJSON makes of v, through a pooled buffer.
+func writeAnswer[T any](w http.ResponseWriter, appendJSON func([]byte, T) []byte, v T) {
 	bp := answerBufs.Get().(*[]byte)
-	b := appendSessionAnswer((*bp)[:0], i)
+	b := appendJSON((*bp)[:0], v)
 	w.Header()["Content-Type"] = jsonContentType // canonical already: no Set, no allocation
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b)
 	*bp = b
 	answerBufs.Put(bp)
+}
+
+// appendIntrospection is encoding/json's output for an Introspection (omitempty included).
+func appendIntrospection(b []byte, in Introspection) []byte {
+	b = strconv.AppendBool(append(b, `{"active":`...), in.Active)
+	for _, f := range [...]struct{ name, v string }{{"sub", in.Sub}, {"sid", in.Sid}, {"vault_id", in.VaultID}} {
+		if f.v != "" {
+			b = appendJSONString(append(append(append(b, ',', '"'), f.name...), '"', ':'), f.v)
+		}
+	}
+	for _, f := range [...]struct {
+		name string
+		v    int64
+	}{{"iat", in.Iat}, {"exp", in.Exp}, {"idle_exp", in.IdleExp}} {
+		if f.v != 0 {
+			b = strconv.AppendInt(append(append(append(b, ',', '"'), f.name...), '"', ':'), f.v, 10)
+		}
+	}
+	if in.TokenType != "" {
+		b = appendJSONString(append(b, `,"token_type":`...), in.TokenType)
+	}
+	return append(b, "}\n"...)
 }
 
 func appendSessionAnswer(b []byte, i session.Info) []byte {

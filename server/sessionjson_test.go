@@ -52,3 +52,21 @@ func BenchmarkSessionAnswer(b *testing.B) {
 		}
 	})
 }
+
+// TestIntrospectionAnswerMatchesEncodingJSON: the same for the introspection answer, active
+// and inactive, with empty and hostile fields.
+func TestIntrospectionAnswerMatchesEncodingJSON(t *testing.T) {
+	for _, in := range []Introspection{
+		{Active: false},
+		{Active: true, Sub: "u1", Sid: "s1", VaultID: "v1", Iat: 1, Exp: 1764810000, IdleExp: -5, TokenType: "sessiond"},
+		{Active: true, Sub: `<"&>`, Sid: "\u2028", TokenType: "x\x00y"},
+	} {
+		want, err := json.Marshal(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendIntrospection(nil, in); string(got) != string(want)+"\n" {
+			t.Errorf("%+v:\n got %s\nwant %s", in, got, want)
+		}
+	}
+}

@@ -190,7 +190,7 @@ type BatchPublisher interface {
 // PublishAll publishes msgs in order: in one round trip when the broker can (Redis
 // pipelining), else one by one.
 func (h *Hub) PublishAll(ctx context.Context, msgs []Message) error {
-	if b, ok := h.broker.(BatchPublisher); ok {
+	if b, ok := h.broker.(BatchPublisher); ok && len(msgs) > 1 {
 		return b.PublishAll(ctx, msgs)
 	}
 	for _, m := range msgs {

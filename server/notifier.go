@@ -54,15 +54,24 @@ func (n *Notifier) WithMetrics(m *Metrics) *Notifier {
 }
 
 func (n *Notifier) publish(ctx context.Context, topic string, ev event) {
+	n.publishAll(ctx, ev.Kind, msg(topic, ev))
+}
+
+func msg(topic string, ev event) hub.Message {
 	payload, _ := json.Marshal(ev)
+	return hub.Message{Topic: topic, Payload: payload}
+}
+
+// publishAll sends msgs in one round trip where the broker allows, timed in the metrics.
+func (n *Notifier) publishAll(ctx context.Context, kind string, msgs ...hub.Message) {
 	start := time.Now()
-	err := n.hub.Publish(context.WithoutCancel(ctx), topic, payload)
+	err := n.hub.PublishAll(context.WithoutCancel(ctx), msgs)
 	if n.metrics != nil {
 		n.metrics.publishSecs.Observe(time.Since(start).Seconds())
 	}
 	if err != nil {
 		// The store already holds the change; devices learn it on their next validation.
-		n.log.Warn().Err(err).Str("kind", ev.Kind).Msg("notice not published")
+		n.log.Warn().Err(err).Str("kind", kind).Msg("notice not published")
 	}
 }
 
@@ -70,17 +79,8 @@ func (n *Notifier) publish(ctx context.Context, topic string, ev event) {
 // for the user's devices go in one round trip, the invalidation first: a device told of its
 // revocation never finds its token still cached on another node.
 func (n *Notifier) Revoked(ctx context.Context, userID string, ids []string, reason string) {
-	inv, _ := json.Marshal(event{Kind: eventInvalidated, IDs: ids})
-	rev, _ := json.Marshal(event{Kind: eventRevoked, IDs: ids, Reason: reason, At: time.Now().UnixNano()})
-	start := time.Now()
-	err := n.hub.PublishAll(context.WithoutCancel(ctx), []hub.Message{{Topic: nodesTopic, Payload: inv}, {Topic: userTopic(userID), Payload: rev}})
-	if n.metrics != nil {
-		n.metrics.publishSecs.Observe(time.Since(start).Seconds())
-	}
-	if err != nil {
-		// The store already holds the change; devices learn it on their next validation.
-		n.log.Warn().Err(err).Str("kind", eventRevoked).Msg("notice not published")
-	}
+	n.publishAll(ctx, eventRevoked, msg(nodesTopic, event{Kind: eventInvalidated, IDs: ids}),
+		msg(userTopic(userID), event{Kind: eventRevoked, IDs: ids, Reason: reason, At: time.Now().UnixNano()}))
 }
 
 // Changed implements session.Notifier.

@@ -493,12 +493,10 @@ func (m *Manager) Check(ctx context.Context, id string) (Session, error) {
 	now := m.now()
 	s, ok := m.cache.getID(id, now)
 	if ok {
-		// A cached copy that looks over may be behind activity on another node: ask the store.
-		c := s
-		m.overlayIdle(&c)
-		ok = c.Live(now)
+		m.overlayIdle(&s)
 	}
-	if !ok || (m.cacheUsable != nil && !m.cacheUsable()) {
+	// A cached copy that looks over may be behind activity on another node: ask the store.
+	if !ok || !s.Live(now) || (m.cacheUsable != nil && !m.cacheUsable()) {
 		var err error
 		gen := m.cache.generation()
 		s, err = m.store.SessionByID(ctx, id)
@@ -509,8 +507,8 @@ func (m *Manager) Check(ctx context.Context, id string) (Session, error) {
 			return Session{}, err
 		}
 		m.cache.putID(s, now, gen)
+		m.overlayIdle(&s)
 	}
-	m.overlayIdle(&s)
 	if !s.Live(now) {
 		return s, fmt.Errorf("%w: session has ended", ErrInvalid)
 	}

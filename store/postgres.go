@@ -132,8 +132,13 @@ func pgNotFound(err error) error {
 // tx runs fn in a transaction, again when a deadlock or serialization failure aborted it. fn must
 // therefore set its results afresh on each call.
 func (p *Postgres) tx(ctx context.Context, op string, fn func(tx pgx.Tx) error) error {
+	return p.retrying(ctx, op, func() error { return pgx.BeginFunc(ctx, p.pool, fn) })
+}
+
+// retrying runs fn again after a deadlock or a serialisation failure (up to pgTxAttempts).
+func (p *Postgres) retrying(ctx context.Context, op string, fn func() error) error {
 	for attempt := 1; ; attempt++ {
-		err := pgx.BeginFunc(ctx, p.pool, fn)
+		err := fn()
 		if code := pgCode(err); (code == "40P01" || code == "40001") && attempt < pgTxAttempts && ctx.Err() == nil {
 			continue
 		}

@@ -208,16 +208,15 @@ func (p *Postgres) RevokeSessions(ctx context.Context, userID string, ids []stri
 	}
 	// One statement, atomic on its own: one round trip instead of BEGIN, UPDATE, COMMIT (this
 	// is on the path of every revocation notice).
-	for attempt := 1; ; attempt++ {
-		revoked, err := pgRevoke(ctx, p.pool, pgRevokeIDs, at, reason, userID, ids)
-		if pgCode(err) == "40P01" && attempt < pgTxAttempts && ctx.Err() == nil {
-			continue
-		}
-		if err != nil {
-			return nil, p.wrap("revoke sessions", err)
-		}
-		return revoked, nil
+	var revoked []string
+	err := p.retrying(ctx, "revoke sessions", func() (err error) {
+		revoked, err = pgRevoke(ctx, p.pool, pgRevokeIDs, at, reason, userID, ids)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
+	return revoked, nil
 }
 
 // RevokeUserSessions implements [session.Backend].

@@ -55,20 +55,7 @@ http {
 // its base URL. Without nginx the test fails in CI and is skipped elsewhere.
 func startNginx(t *testing.T, sessiond, app string) string {
 	t.Helper()
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx"} {
-			if _, err := os.Stat(p); err == nil {
-				bin = p
-			}
-		}
-	}
-	if bin == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("the forward-auth test needs nginx (apt-get install nginx-light)")
-		}
-		t.Skip("nginx not installed")
-	}
+	bin := proxyBinary(t, "nginx", "nginx-light", "/usr/sbin/nginx", "/usr/local/sbin/nginx")
 	dir := t.TempDir()
 	port := freeAddr(t)[len("127.0.0.1:"):]
 	var conf bytes.Buffer
@@ -85,6 +72,25 @@ func startNginx(t *testing.T, sessiond, app string) string {
 	// pipe open. SIGTERM makes the master stop its workers.
 	cmd := exec.Command(bin, "-c", path, "-p", dir, "-e", filepath.Join(dir, "error.log"))
 	return runProxy(t, "nginx", cmd, dir, port)
+}
+
+// proxyBinary finds a proxy's executable on PATH or at one of paths (sbin is not always on
+// PATH); without it the test fails in CI and is skipped elsewhere.
+func proxyBinary(t *testing.T, name, pkg string, paths ...string) string {
+	t.Helper()
+	if bin, err := exec.LookPath(name); err == nil {
+		return bin
+	}
+	for _, p := range paths {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("the forward-auth test needs %s (apt-get install %s)", name, pkg)
+	}
+	t.Skipf("%s not installed", name)
+	return ""
 }
 
 // runProxy starts a proxy process with its output in dir/out.log, stops it with SIGTERM at
@@ -227,13 +233,7 @@ http://127.0.0.1:{{.Port}} {
 // startCaddy runs Caddy (Debian's package) with caddyConf on a free loopback port.
 func startCaddy(t *testing.T, sessiond, app string) string {
 	t.Helper()
-	bin, err := exec.LookPath("caddy")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("the forward-auth test needs caddy (apt-get install caddy)")
-		}
-		t.Skip("caddy not installed")
-	}
+	bin := proxyBinary(t, "caddy", "caddy")
 	dir := t.TempDir()
 	port := freeAddr(t)[len("127.0.0.1:"):]
 	var conf bytes.Buffer

@@ -457,13 +457,13 @@ export class SessiondHTTP {
     this.baseURL = baseURL;
     this.getToken = getToken;
     this.onRotated = onRotated;
-    this.sign = sign || (async () => null); // (method, pathAndQuery, bytes) -> Sessiond-PoP value or null
+    this.sign = sign || (async () => null); // (method, pathAndQuery, body) -> Sessiond-PoP value or null
   }
 
   async request(method, path, { body, headers = {}, raw = false } = {}) {
     const token = this.getToken();
     if (!token) throw new SessiondError("unauthenticated", "not signed in", 401);
-    const proof = await this.sign(method, path, await bodyBytes(body));
+    const proof = await this.sign(method, path, body);
     if (proof) headers = { ...headers, "Sessiond-PoP": proof };
     let res;
     try {
@@ -601,7 +601,7 @@ export class SessiondClient extends EventTarget {
       this.#base,
       () => this.#creds && this.#creds.token,
       (r) => this.#rotated(r),
-      (method, path, bytes) => this.#proof(method, path, bytes),
+      (method, path, body) => this.#proof(method, path, body),
     );
     if (typeof BroadcastChannel === "function") {
       this.#bc = new BroadcastChannel(`sessiond:${opts.storageKey || "sessiond"}`);
@@ -725,10 +725,12 @@ export class SessiondClient extends EventTarget {
     return (this.#creds && this.#creds.token) || null;
   }
 
-  // The Sessiond-PoP value for a request when this session has proof of possession, else null.
-  async #proof(method, pathAndQuery, bytes) {
+  // The Sessiond-PoP value for a request when this session has proof of possession, else null
+  // (the body is only read when there is something to sign).
+  async #proof(method, pathAndQuery, body) {
     const key = this.#creds && this.#creds.pop_key;
     if (!key) return null;
+    const bytes = await bodyBytes(body);
     if (bytes === null) {
       throw new SessiondError("unsupported_body", "with proof of possession the body must be a string, bytes, a Blob or URLSearchParams");
     }
@@ -737,7 +739,7 @@ export class SessiondClient extends EventTarget {
 
   async #resumeFields() {
     const fields = { token: this.#creds.token };
-    const proof = await this.#proof("RESUME", "/ws", utf8(this.#creds.token));
+    const proof = await this.#proof("RESUME", "/ws", this.#creds.token);
     if (proof) fields.proof = proof;
     return fields;
   }
@@ -910,30 +912,49 @@ export class SessiondClient extends EventTarget {
     clearTimeout(this.#reconnectTimer);
     if (!this.#session || !this.#creds || this.#resuming) return;
     this.#resuming = true;
-    let chan;
     try {
-      chan = await this.#openChannel();
-      const ok = await chan.request("session.resume", await this.#resumeFields(), "session.ok");
-      // Ended meanwhile, or a login replaced the session while this resume was in flight.
-      if (!this.#session || !this.#reconnecting) return chan.close();
-      this.#reconnecting = false;
-      this.#attempt = 0;
-      this.#adopt(chan, ok.session);
-      this.#emit("connection", { state: "open" });
-      this.#settleWaiters();
-      if (this.#refreshUncertain) {
+      // Not wanted any more once the session ended or a login replaced it meanwhile.
+      const outcome = await this.#resumeOnFreshChannel(() => !!this.#session && this.#reconnecting);
+      if (outcome === "adopted" && this.#refreshUncertain) {
         // A refresh was in flight when the socket dropped: the server may have rotated the
         // token. Rotate again now, while the old token is within its grace period.
         this.#refreshUncertain = false;
         this.refresh().catch(() => {});
       }
-    } catch (err) {
-      if (chan) chan.close();
-      if (!this.#reconnecting) return; // a login took over meanwhile
-      if (err.code === "session_invalid") return this.#end(this.#guessExpiry(), true);
-      if (this.#session) this.#scheduleReconnect();
+    } catch {
+      if (this.#reconnecting && this.#session) this.#scheduleReconnect();
     } finally {
       this.#resuming = false;
+    }
+  }
+
+  // Resumes the stored session on a new connection and makes it the current one, unless
+  // stillWanted() says otherwise by the time the server answers. Resolves "adopted", "skipped"
+  // (not wanted any more) or "ended" (the server no longer accepts the session: "ended" has
+  // fired); rejects when the server cannot be reached or answers another error.
+  async #resumeOnFreshChannel(stillWanted) {
+    const chan = await this.#openChannel();
+    try {
+      const ok = await chan.request("session.resume", await this.#resumeFields(), "session.ok");
+      if (!stillWanted()) {
+        chan.close();
+        return "skipped";
+      }
+      const old = this.#chan;
+      const wasReconnecting = this.#reconnecting;
+      clearTimeout(this.#reconnectTimer);
+      this.#reconnecting = false;
+      this.#attempt = 0;
+      this.#adopt(chan, ok.session);
+      if (old && old !== chan) old.close();
+      if (wasReconnecting) this.#emit("connection", { state: "open" });
+      this.#settleWaiters();
+      return "adopted";
+    } catch (err) {
+      chan.close();
+      if (err.code !== "session_invalid" || !stillWanted()) throw err;
+      this.#end(this.#guessExpiry(), true);
+      return "ended";
     }
   }
 
@@ -1068,20 +1089,20 @@ export class SessiondClient extends EventTarget {
     const req = typeof Request === "function" && input instanceof Request ? input : null;
     const url = new URL(req ? req.url : String(input), globalThis.location ? globalThis.location.href : this.#base + "/");
     const method = (init.method || (req && req.method) || "GET").toUpperCase();
-    const bytes = await bodyBytes(init.body);
+    const streamed = typeof ReadableStream === "function" && init.body instanceof ReadableStream;
     const send = async () => {
       const token = this.getToken();
       if (!token) throw new SessiondError("unauthenticated", "not signed in", 401);
       const headers = new Headers(init.headers || (req ? req.headers : undefined));
       headers.set("Authorization", `Bearer ${token}`);
-      const proof = await this.#proof(method, url.pathname + url.search, bytes);
+      const proof = await this.#proof(method, url.pathname + url.search, init.body);
       if (proof) headers.set("Sessiond-PoP", proof);
       return fetch(url.href, { ...init, method, headers });
     };
     const res = await send();
     if (res.status !== 401 || !this.#creds) return res;
     if (!(await this.#revalidate())) return res;
-    return bytes === null ? res : send(); // a streamed body cannot be sent twice
+    return streamed ? res : send(); // a streamed body cannot be sent twice
   }
 
   // Resumes the stored session on a fresh connection (one at a time): true when it is still
@@ -1097,26 +1118,10 @@ export class SessiondClient extends EventTarget {
 
   async #resumeFresh() {
     if (!this.#creds) return false;
-    const chan = await this.#openChannel();
-    try {
-      const ok = await chan.request("session.resume", await this.#resumeFields(), "session.ok");
-      if (!this.#creds) return (chan.close(), false);
-      const old = this.#chan;
-      clearTimeout(this.#reconnectTimer);
-      const was = this.#reconnecting;
-      this.#reconnecting = false;
-      this.#attempt = 0;
-      this.#adopt(chan, ok.session);
-      if (old && old !== chan) old.close();
-      if (was) this.#emit("connection", { state: "open" });
-      this.#settleWaiters();
-      return true;
-    } catch (err) {
-      chan.close();
-      if (err.code !== "session_invalid") throw err;
-      this.#end(this.#guessExpiry(), true);
-      return false;
-    }
+    const sid = this.#creds.session_id;
+    // Not wanted any more when the session ended or a login replaced it meanwhile.
+    const outcome = await this.#resumeOnFreshChannel(() => !!this.#creds && this.#creds.session_id === sid);
+    return outcome === "adopted" || (outcome === "skipped" && !!this.#creds);
   }
 
   /**

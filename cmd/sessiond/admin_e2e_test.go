@@ -3,24 +3,49 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/sessiond/sessiond/client"
 )
 
+// freeAddr returns a loopback address free at the moment, for a listener another process (or
+// a node started later) binds. The port is taken below Linux's ephemeral range (32768–60999):
+// a port the kernel handed out for ":0" can be handed out again, between our close and the
+// real bind, as the local port of any outgoing connection (to PostgreSQL, Redis, a test
+// server), which made "address already in use" failures. Ports are not handed out twice in
+// one test process.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	freePorts.Lock()
+	defer freePorts.Unlock()
+	for range 1000 {
+		port := 10000 + rand.IntN(22000)
+		if freePorts.used[port] {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		freePorts.used[port] = true
+		return ln.Addr().String()
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("no free loopback port below the ephemeral range")
+	return ""
 }
+
+var freePorts = struct {
+	sync.Mutex
+	used map[int]bool
+}{used: map[int]bool{}}
 
 // TestAdmin drives the admin CLI against a running node: the devices are told at once.
 func TestAdmin(t *testing.T) {

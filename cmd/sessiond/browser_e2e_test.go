@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -509,12 +508,7 @@ func TestBrowserReauthPrompt(t *testing.T) {
 // and resumes the same session on the restarted server.
 func TestBrowserReconnect(t *testing.T) {
 	requireBrowser(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeAddr(t)
 	env := map[string]string{"SESSIOND_ADDR": addr, "SESSIOND_DATA_DIR": t.TempDir()}
 	n1 := startNode(t, env)
 	b := newBrowser(t, "A", n1.Base)

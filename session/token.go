@@ -78,6 +78,12 @@ func hmacPool(key []byte) *sync.Pool {
 	return p
 }
 
+// HashToken is the hash under which a token's secret bytes (from ParseToken) are stored with
+// these keys: what tooling needs to find or write a session row for a known token.
+func (k *Keys) HashToken(raw []byte) TokenHash {
+	return hashToken(k.TokenKeys[k.CurrentTokenKey], raw)
+}
+
 func hashToken(key []byte, raw []byte) TokenHash {
 	p := hmacPool(key)
 	m := p.Get().(hash.Hash)

@@ -57,6 +57,7 @@ func (o options) intOr(name string, def int) int {
 
 var scenarios = map[string]func(context.Context, options) (map[string]any, error){
 	"sweep":       sweepScenario,
+	"cache":       cacheScenario,
 	"validate":    validateScenario,
 	"login":       loginScenario,
 	"connections": connectionsScenario,
@@ -65,10 +66,10 @@ var scenarios = map[string]func(context.Context, options) (map[string]any, error
 
 func main() {
 	var o options
-	flag.StringVar(&o.scenario, "scenario", "", "scenario to run: validate, login, connections, revoke, sweep")
+	flag.StringVar(&o.scenario, "scenario", "", "scenario to run: validate, login, connections, revoke, sweep, cache")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "measuring time per phase")
 	flag.IntVar(&o.concurrency, "concurrency", 8, "concurrent requests (login: concurrent clients, default 16)")
-	flag.IntVar(&o.sessions, "sessions", 100_000, "sessions to create (sweep: expired ones; validate: default 1000; login: users, default 2000)")
+	flag.IntVar(&o.sessions, "sessions", 100_000, "sessions to create (sweep: expired ones; validate: default 1000; login: users, default 2000; cache: cached sessions, default 100000)")
 	flag.StringVar(&o.databaseURL, "database-url", os.Getenv("TEST_POSTGRES_URL"), "PostgreSQL URL (default $TEST_POSTGRES_URL)")
 	flag.StringVar(&o.redisURL, "redis-url", os.Getenv("TEST_REDIS_URL"), "Redis URL for revoke (default $TEST_REDIS_URL)")
 	flag.IntVar(&o.connections, "connections", 10_000, "idle authenticated WebSocket connections (connections, revoke)")

@@ -49,7 +49,6 @@ type conn struct {
 	srv       *Server
 	ws        *websocket.Conn
 	ctx       context.Context
-	cancel    context.CancelFunc
 	ip        string
 	userAgent string
 	tokensOK  bool // tokens may be issued on this connection (TLS, or insecure allowed)
@@ -146,14 +145,19 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		return // Accept has answered the request
 	}
 	ws.SetReadLimit(protocol.MaxMessageBytes)
-	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	// The connection's context is not the request's (which would keep net/http's contexts of
+	// the upgrade request alive) and has no cancellation: a cancelable one would keep, for as
+	// long as the device stays connected, the bookkeeping of every timeout derived from it
+	// (and the library's per-read callback). A connection ends by closing its WebSocket,
+	// which ends the read and every write; work already under way finishes within its own
+	// deadline.
+	ctx := context.Background()
 	c := &conn{
-		srv: s, ws: ws, ctx: ctx, cancel: cancel, ip: ip, userAgent: r.UserAgent(), tokensOK: s.tokensAllowed(r),
+		srv: s, ws: ws, ctx: ctx, ip: ip, userAgent: r.UserAgent(), tokensOK: s.tokensAllowed(r),
 		limiter: rate.NewLimiter(rate.Limit(s.limits.MessagesPerSecond), s.limits.MessageBurst),
 	}
 	if !s.track(c) {
 		ws.Close(websocket.StatusGoingAway, "server shutting down")
-		cancel()
 		s.connsPerAddr.release(limitKey(ip))
 		return
 	}
@@ -168,17 +172,12 @@ func (c *conn) serve() {
 	s := c.srv
 	defer s.connsPerAddr.release(limitKey(c.ip))
 	defer s.untrack(c)
-	handshake := time.AfterFunc(s.cfg.HandshakeTimeout, func() {
-		c.mu.Lock()
-		authed := c.st.sess != nil
-		c.mu.Unlock()
-		if !authed {
-			c.closeAfter(nil, protocol.CloseHandshakeTimeout, "no login or resume within the handshake deadline", 0)
-		}
-	})
+	// One timer per connection: the handshake deadline first, then the session's prompts
+	// and deadlines (lifecycle.go).
+	c.mu.Lock()
+	c.st.life.timer = time.AfterFunc(s.cfg.HandshakeTimeout, c.onTimer)
+	c.mu.Unlock()
 	c.readLoop()
-	handshake.Stop()
-	c.cancel()
 	c.outMu.Lock()
 	c.stopped = true
 	c.outMu.Unlock()
@@ -286,8 +285,9 @@ func (c *conn) writeLoop() {
 			c.outMu.Unlock()
 			if it.close {
 				c.ws.Close(it.code, it.reason)
+			} else {
+				c.ws.CloseNow() // the write failed: end the read too
 			}
-			c.cancel()
 			return
 		}
 	}
@@ -326,7 +326,6 @@ func (c *conn) closeNow(code websocket.StatusCode, reason string) {
 	c.closing.Store(true)
 	go func() {
 		c.ws.Close(code, reason)
-		c.cancel()
 	}()
 }
 

@@ -28,7 +28,9 @@ func (c *conn) authenticate(s session.Session, proof session.Proof) {
 	c.mu.Lock()
 	c.st.sess = &s
 	c.st.register, c.st.login, c.st.proof = nil, nil, proof
-	c.st.life.timer = time.AfterFunc(time.Hour, c.onTimer)
+	if c.st.life.timer == nil {
+		c.st.life.timer = time.AfterFunc(time.Hour, c.onTimer)
+	}
 	c.scheduleLocked()
 	c.mu.Unlock()
 }
@@ -121,7 +123,11 @@ func (c *conn) onTimer() {
 	c.mu.Lock()
 	cur := c.st.sess
 	c.mu.Unlock()
-	if cur == nil || c.closing.Load() {
+	if c.closing.Load() {
+		return
+	}
+	if cur == nil { // the handshake deadline: no login or resume yet
+		c.closeAfter(nil, protocol.CloseHandshakeTimeout, "no login or resume within the handshake deadline", 0)
 		return
 	}
 	m := c.srv.mgr

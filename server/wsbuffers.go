@@ -8,10 +8,10 @@ import (
 
 // wsBufferSize is the size of a WebSocket connection's read buffer and of its write buffer.
 // net/http hands a hijacked connection 4 KiB of each, which every idle device would keep for
-// as long as it stays connected; with 1 KiB, 10,000 idle connections keep 60 MiB less. The
-// protocol's messages are small (login.ok is about 600 bytes); a larger one only takes a few
-// more read or write calls.
-const wsBufferSize = 1024
+// as long as it stays connected; with 512 bytes, 10,000 idle connections keep 70 MiB less. The
+// protocol's client messages are small (a login step is a few hundred bytes); a larger message
+// in either direction only takes a few more read or write calls.
+const wsBufferSize = 512
 
 // smallBuffers wraps the ResponseWriter of a WebSocket upgrade so that the hijacked connection
 // gets wsBufferSize buffers instead of net/http's (coder/websocket uses the buffers Hijack

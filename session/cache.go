@@ -22,7 +22,8 @@ const maxCacheEntries = 200_000
 
 const (
 	cacheShards   = 64
-	arenaChunk    = 256 << 10 // bytes per arena chunk
+	firstChunk    = 2 << 10   // bytes of a shard's first arena chunk
+	arenaChunk    = 256 << 10 // bytes of an arena chunk at most
 	maxEntryBytes = 16 << 10  // a row bigger than this is not cached
 	tokensPerSess = 4         // token hashes of one session indexed; more evicts the oldest
 )
@@ -92,17 +93,24 @@ type arena struct {
 }
 
 func (a *arena) used() int {
-	if len(a.chunks) == 0 {
-		return 0
+	n := 0
+	for _, c := range a.chunks {
+		n += len(c)
 	}
-	return (len(a.chunks)-1)*arenaChunk + len(a.chunks[len(a.chunks)-1])
+	return n
 }
 
 // alloc returns room for n bytes and where it is.
 func (a *arena) alloc(n int) ([]byte, uint32, uint32) {
 	last := len(a.chunks) - 1
-	if last < 0 || len(a.chunks[last])+n > arenaChunk {
-		a.chunks = append(a.chunks, make([]byte, 0, arenaChunk))
+	if last < 0 || len(a.chunks[last])+n > cap(a.chunks[last]) {
+		// Chunks start small and double up to arenaChunk, so that a node with few sessions
+		// keeps little.
+		size := firstChunk
+		if last >= 0 {
+			size = min(2*cap(a.chunks[last]), arenaChunk)
+		}
+		a.chunks = append(a.chunks, make([]byte, 0, max(size, n)))
 		last++
 	}
 	c := a.chunks[last]
@@ -196,7 +204,7 @@ func (a *arena) load(sl *slot) cacheEntry {
 // is garbage. Called with the shard's write lock held.
 func (sh *cacheShard) compact() {
 	a := &sh.arena
-	if used := a.used(); used < 2*arenaChunk || a.live*2 > used {
+	if used := a.used(); used < 64<<10 || a.live*2 > used {
 		return
 	}
 	fresh := arena{}

@@ -30,6 +30,7 @@ const benchPassword = "sessionbench password"
 // address are never the bottleneck. Only loopback addresses are used.
 type sourceClients struct {
 	perAddr int
+	offset  int // the first address is 127.0.0.(2+offset)
 	mu      sync.Mutex
 	clients map[int]*http.Client
 }
@@ -40,9 +41,9 @@ func newSourceClients(perAddr int) *sourceClients {
 
 // forConn returns the client for the i-th connection of a node.
 func (s *sourceClients) forConn(i int) *http.Client {
-	k := i / s.perAddr
-	if k > 250 {
-		k = 250 // 127.0.0.252 at most; unreachable with the limits used here
+	k := s.offset + i/s.perAddr
+	if k > 252 {
+		k = 252 // 127.0.0.254 at most; unreachable with the limits used here
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

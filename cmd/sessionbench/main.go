@@ -16,6 +16,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -56,24 +57,27 @@ func (o options) intOr(name string, def int) int {
 }
 
 var scenarios = map[string]func(context.Context, options) (map[string]any, error){
-	"sweep":       sweepScenario,
-	"cache":       cacheScenario,
-	"validate":    validateScenario,
-	"login":       loginScenario,
-	"connections": connectionsScenario,
-	"revoke":      revokeScenario,
+	"sweep": sweepScenario,
+	"cache": cacheScenario,
+	"scale": scaleScenario,
+	// scale-worker is started by scale itself: it holds a share of the connections.
+	"scale-worker": scaleWorker,
+	"validate":     validateScenario,
+	"login":        loginScenario,
+	"connections":  connectionsScenario,
+	"revoke":       revokeScenario,
 }
 
 func main() {
 	var o options
-	flag.StringVar(&o.scenario, "scenario", "", "scenario to run: validate, login, connections, revoke, sweep, cache")
+	flag.StringVar(&o.scenario, "scenario", "", "scenario to run: validate, login, connections, revoke, sweep, cache, scale")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "measuring time per phase")
 	flag.IntVar(&o.concurrency, "concurrency", 8, "concurrent requests (login: concurrent clients, default 16)")
 	flag.IntVar(&o.sessions, "sessions", 100_000, "sessions to create (sweep: expired ones; validate: default 1000; login: users, default 2000; cache: cached sessions, default 100000)")
 	flag.StringVar(&o.databaseURL, "database-url", os.Getenv("TEST_POSTGRES_URL"), "PostgreSQL URL (default $TEST_POSTGRES_URL)")
 	flag.StringVar(&o.redisURL, "redis-url", os.Getenv("TEST_REDIS_URL"), "Redis URL for revoke (default $TEST_REDIS_URL)")
-	flag.IntVar(&o.connections, "connections", 10_000, "idle authenticated WebSocket connections (connections, revoke)")
-	flag.IntVar(&o.samples, "samples", 500, "revoke: single revocations to time")
+	flag.IntVar(&o.connections, "connections", 10_000, "idle authenticated WebSocket connections (connections, revoke; scale: default 45000)")
+	flag.IntVar(&o.samples, "samples", 500, "revoke, scale: single revocations to time")
 	flag.IntVar(&o.burstUsers, "burst-users", 1000, "revoke: users whose sessions are all revoked at once")
 	flag.StringVar(&o.sessiondBin, "sessiond", "", "sessiond binary to run (default: go build ./cmd/sessiond into a temporary directory)")
 	flag.BoolVar(&o.pprof, "pprof", false, "start nodes with SESSIOND_PPROF_ADDR (net/http/pprof on loopback) to force GC before memory readings and take profiles")
@@ -90,6 +94,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	res, err := run(ctx, o)
+	if errors.Is(err, errWorkerDone) {
+		return
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sessionbench:", err)
 		os.Exit(1)

@@ -35,45 +35,12 @@ func revokeScenario(ctx context.Context, o options) (map[string]any, error) {
 		return nil, fmt.Errorf("-connections %d needs an open-file limit above %d (this process's is %d)", n, n+500, limit)
 	}
 
-	dbURL, dropSchema, err := freshSchema(ctx, o.databaseURL)
+	nodes, stopNodes, err := startSharedNodes(ctx, o, 2, nil)
 	if err != nil {
 		return nil, err
 	}
-	defer dropSchema()
-	bin, cleanup, err := buildSessiond(ctx, o)
-	if err != nil {
-		return nil, err
-	}
-	defer cleanup()
-	keyDir, err := os.MkdirTemp("", "sessionbench-keys")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(keyDir)
-	keyFile := filepath.Join(keyDir, "keys.json")
-	if out, err := exec.CommandContext(ctx, bin, "keygen", "-o", keyFile).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("sessiond keygen: %v: %s", err, out)
-	}
-	env := withEnv(setupLimits, map[string]string{
-		"SESSIOND_DATABASE_URL": dbURL,
-		"SESSIOND_REDIS_URL":    o.redisURL,
-		"SESSIOND_REDIS_PREFIX": fmt.Sprintf("sessionbench:%d:", time.Now().UnixNano()),
-		"SESSIOND_KEY_FILE":     keyFile,
-	})
-	if o.pprof {
-		env["SESSIOND_PPROF_ADDR"] = "127.0.0.1:0"
-	}
-	// One after the other: the first applies the migrations.
-	node1, err := startNode(ctx, bin, "node1", env)
-	if err != nil {
-		return nil, err
-	}
-	defer node1.stop()
-	node2, err := startNode(ctx, bin, "node2", env)
-	if err != nil {
-		return nil, err
-	}
-	defer node2.stop()
+	defer stopNodes()
+	node1, node2 := nodes[0], nodes[1]
 
 	// Per user: session A (logged in on node 1; its connection there is the one that revokes),
 	// session B (on node 2; one connection, the target of the single revocations) and session
@@ -290,6 +257,61 @@ func revokeStages(m1a, m1b, m2a, m2b metrics, n int) map[string]any {
 		out["stage_node2_stamp_to_socket_mean_ms"] = round3(delta(m2a, m2b, "sessiond_revocation_notice_seconds_sum") / got * 1000)
 	}
 	return out
+}
+
+// startSharedNodes starts count nodes sharing PostgreSQL (a fresh schema, dropped at the end),
+// Redis (a fresh channel prefix) and one key file, one after the other (the first applies the
+// migrations). stop stops them and removes what was made for them.
+func startSharedNodes(ctx context.Context, o options, count int, extra map[string]string) (nodes []*nodeProc, stop func(), err error) {
+	var undo []func()
+	stop = func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
+	dbURL, dropSchema, err := freshSchema(ctx, o.databaseURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	undo = append(undo, dropSchema)
+	bin, cleanup, err := buildSessiond(ctx, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	undo = append(undo, cleanup)
+	keyDir, err := os.MkdirTemp("", "sessionbench-keys")
+	if err != nil {
+		return nil, nil, err
+	}
+	undo = append(undo, func() { os.RemoveAll(keyDir) })
+	keyFile := filepath.Join(keyDir, "keys.json")
+	if out, err := exec.CommandContext(ctx, bin, "keygen", "-o", keyFile).CombinedOutput(); err != nil {
+		return nil, nil, fmt.Errorf("sessiond keygen: %v: %s", err, out)
+	}
+	env := withEnv(setupLimits, map[string]string{
+		"SESSIOND_DATABASE_URL": dbURL,
+		"SESSIOND_REDIS_URL":    o.redisURL,
+		"SESSIOND_REDIS_PREFIX": fmt.Sprintf("sessionbench:%d:", time.Now().UnixNano()),
+		"SESSIOND_KEY_FILE":     keyFile,
+	})
+	env = withEnv(env, extra)
+	if o.pprof {
+		env["SESSIOND_PPROF_ADDR"] = "127.0.0.1:0"
+	}
+	for i := 0; i < count; i++ {
+		node, err := startNode(ctx, bin, fmt.Sprintf("node%d", i+1), env)
+		if err != nil {
+			return nil, nil, err
+		}
+		undo = append(undo, node.stop)
+		nodes = append(nodes, node)
+	}
+	return nodes, stop, nil
 }
 
 // freshSchema creates a schema for this run and returns base with search_path set to it, and

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -311,6 +312,51 @@ func (m metrics) sum(name string, labels ...string) float64 {
 		}
 	}
 	return total
+}
+
+// quantileLE estimates quantile q of histogram name (series whose labels contain labels)
+// from the growth of its buckets between before and after, summed over nodes: the upper
+// bound of the first bucket holding q of the observations, in milliseconds (-1 when nothing
+// was observed).
+func quantileLE(before, after []metrics, name string, q float64, labels ...string) float64 {
+	counts := map[float64]float64{}
+	for i := range after {
+		for k, v := range after[i] {
+			series, rest, _ := strings.Cut(k, "{")
+			if series != name+"_bucket" {
+				continue
+			}
+			ok := true
+			for _, l := range labels {
+				ok = ok && strings.Contains(rest, l)
+			}
+			_, le, found := strings.Cut(rest, `le="`)
+			if !ok || !found {
+				continue
+			}
+			le, _, _ = strings.Cut(le, `"`)
+			bound, err := strconv.ParseFloat(le, 64)
+			if err != nil {
+				continue
+			}
+			counts[bound] += v - before[i][k]
+		}
+	}
+	bounds := make([]float64, 0, len(counts))
+	for b := range counts {
+		bounds = append(bounds, b)
+	}
+	sort.Float64s(bounds)
+	if len(bounds) == 0 || counts[bounds[len(bounds)-1]] == 0 {
+		return -1
+	}
+	total := counts[bounds[len(bounds)-1]] // +Inf holds every observation
+	for _, b := range bounds {
+		if counts[b] >= q*total {
+			return b * 1000
+		}
+	}
+	return -1
 }
 
 // storeQueries counts the store reads a validation can cause.

@@ -128,6 +128,14 @@ func scaleScenario(ctx context.Context, o options) (map[string]any, error) {
 		rss[k] = round1(float64(r) / (1 << 20))
 	}
 	logf("authenticated connections per node: %v; timing %d revocations across nodes", perNode, samples)
+	scrapeAll := func() []metrics {
+		out := make([]metrics, nodesN)
+		for k, nd := range nodes {
+			out[k], _ = nd.scrape(ctx)
+		}
+		return out
+	}
+	mBefore := scrapeAll()
 	var lat latencies
 	lost := 0
 	pairs := map[string]latencies{}
@@ -150,6 +158,7 @@ func scaleScenario(ctx context.Context, o options) (map[string]any, error) {
 		}
 		cancel()
 	}
+	mAfter := scrapeAll()
 	bulkOpen, bulkClosed := 0, 0
 	for _, w := range workers {
 		r, err := w.report()
@@ -177,7 +186,14 @@ func scaleScenario(ctx context.Context, o options) (map[string]any, error) {
 		"target_p99_met":                 lost == 0 && len(lat) > 0 && p99 <= 5*time.Millisecond,
 		"target_none_lost_met":           lost == 0 && bulkClosed == 0,
 		"target_connections_met":         bulkOpen+2*nUsers >= 45_000,
+		"load_average":                   loadAverage(),
 	}
+	// Where the tail is, from the nodes' own histograms (bucket upper bounds): the durable
+	// write, the publish, and the delivering node's stamp → socket.
+	out["stage_store_RevokeSessions_p99_le_ms"] = quantileLE(mBefore, mAfter, "sessiond_store_operation_seconds", 0.99, `op="RevokeSessions"`)
+	out["stage_publish_p99_le_ms"] = quantileLE(mBefore, mAfter, "sessiond_hub_publish_seconds", 0.99)
+	out["stage_stamp_to_socket_p99_le_ms"] = quantileLE(mBefore, mAfter, "sessiond_revocation_notice_seconds", 0.99)
+	out["stage_stamp_to_socket_p50_le_ms"] = quantileLE(mBefore, mAfter, "sessiond_revocation_notice_seconds", 0.50)
 	for pair, l := range pairs {
 		out["revoke_notice_p99_ms_"+pair] = ms(l.quantile(0.99))
 	}

@@ -70,9 +70,24 @@ func (s *SQLite) DeleteChangesBefore(ctx context.Context, before time.Time, limi
 	return deleteChangesBefore(ctx, s, before, limit)
 }
 
-// AppendChanges implements [session.OutboxStore].
+// AppendChanges implements [session.OutboxStore]: one statement (one round trip, one commit,
+// atomic) for any number of changes, numbered in their order.
 func (p *Postgres) AppendChanges(ctx context.Context, c []session.Change) error {
-	return appendChanges(ctx, p, c)
+	if len(c) == 0 {
+		return nil
+	}
+	n := len(c)
+	kinds, users, sessions, reasons, ats := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]int64, n)
+	for i, ch := range c {
+		kinds[i], users[i], sessions[i], reasons[i], ats[i] = ch.Kind, ch.UserID, ch.SessionID, ch.Reason, millis(ch.At)
+	}
+	_, err := p.pool.Exec(ctx, `INSERT INTO outbox (kind, user_id, session_id, reason, at)
+		SELECT kind, user_id, NULLIF(session_id, ''), NULLIF(reason, ''), at
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) WITH ORDINALITY
+			AS c(kind, user_id, session_id, reason, at, n)
+		ORDER BY n`,
+		kinds, users, sessions, reasons, ats)
+	return p.wrap("append changes", err)
 }
 
 // ChangesAfter implements [session.OutboxStore].

@@ -4,8 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/sessiond/sessiond/session"
 )
 
@@ -14,16 +12,21 @@ func (p *Postgres) AddEvents(ctx context.Context, events []session.Event) error 
 	if len(events) == 0 {
 		return nil
 	}
-	// One batch: a revocation of many sessions records an event each, and a round trip per
-	// row held a pooled connection for as many round trips.
-	return p.tx(ctx, "add events", func(tx pgx.Tx) error {
-		b := &pgx.Batch{}
-		for _, e := range events {
-			b.Queue(`INSERT INTO events (`+eventColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-				e.ID, e.UserID, nullString(e.SessionID), e.Kind, nullString(e.Reason), e.Detail, millis(e.At))
-		}
-		return tx.SendBatch(ctx, b).Close()
-	})
+	// One statement, whatever the count: a revocation of many sessions records an event each,
+	// and it is one round trip and one commit (atomic by itself, no BEGIN/COMMIT).
+	n := len(events)
+	ids, users, sessions, kinds, reasons := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	details, ats := make([][]byte, n), make([]int64, n)
+	for i, e := range events {
+		ids[i], users[i], sessions[i], kinds[i], reasons[i] = e.ID, e.UserID, e.SessionID, e.Kind, e.Reason
+		details[i], ats[i] = e.Detail, millis(e.At)
+	}
+	_, err := p.pool.Exec(ctx, `INSERT INTO events (`+eventColumns+`)
+		SELECT id, user_id, NULLIF(session_id, ''), kind, NULLIF(reason, ''), detail, at
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::bigint[])
+			AS e(id, user_id, session_id, kind, reason, detail, at)`,
+		ids, users, sessions, kinds, reasons, details, ats)
+	return p.wrap("add events", err)
 }
 
 // ListEvents implements [session.Backend].

@@ -221,13 +221,12 @@ func (p *Postgres) RevokeSessions(ctx context.Context, userID string, ids []stri
 
 // RevokeUserSessions implements [session.Backend].
 func (p *Postgres) RevokeUserSessions(ctx context.Context, userID, exceptID, reason string, at time.Time) ([]string, error) {
+	// One statement, atomic on its own, without the user's lock: a login committing at the
+	// same moment is either seen (and revoked) or not (and kept), as if it came just after,
+	// which is what the lock would also allow. One round trip instead of four.
 	var revoked []string
-	err := p.tx(ctx, "revoke user sessions", func(tx pgx.Tx) error {
-		if err := lockUser(ctx, tx, userID); err != nil {
-			return err
-		}
-		var err error
-		revoked, err = pgRevoke(ctx, tx, pgRevokeExcept, at, reason, userID, exceptID)
+	err := p.retrying(ctx, "revoke user sessions", func() (err error) {
+		revoked, err = pgRevoke(ctx, p.pool, pgRevokeExcept, at, reason, userID, exceptID)
 		return err
 	})
 	if err != nil {

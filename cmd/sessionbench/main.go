@@ -6,8 +6,12 @@
 //	sessionbench -scenario connections -connections 10000
 //	sessionbench -scenario revoke -database-url postgres://… -redis-url redis://…
 //	sessionbench -scenario sweep -sessions 100000 -database-url postgres://…
+//	sessionbench -scenario cache -sessions 100000
+//	sessionbench -scenario scale -database-url postgres://… -redis-url redis://…
 //
-// validate, login, connections and revoke start the nodes they measure as child processes,
+// cache and sweep measure a session.Manager in this process; scale also starts worker
+// processes (this program with -scenario scale-worker) that hold its connections.
+// validate, login, connections, revoke and scale start the nodes they measure as child processes,
 // built with `go build` from this module's ./cmd/sessiond (or -sessiond BINARY), each on
 // 127.0.0.1:0 with a fresh data directory; see BENCHMARKS.md. Every request loop is bounded
 // in count and time and talks only to loopback addresses.

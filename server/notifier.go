@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -37,9 +38,10 @@ type event struct {
 // Notifier implements session.Notifier over the hub. It needs the manager to list a user's
 // sessions, and the manager needs it: Attach closes the loop after both exist.
 type Notifier struct {
-	hub     *hub.Hub
-	log     zerolog.Logger
-	metrics *Metrics
+	hub      *hub.Hub
+	log      zerolog.Logger
+	metrics  *Metrics
+	failedAt atomic.Int64 // unix ns of the last failed publish; 0 after a success
 }
 
 var _ session.Notifier = (*Notifier)(nil)
@@ -62,17 +64,62 @@ func msg(topic string, ev event) hub.Message {
 	return hub.Message{Topic: topic, Payload: payload}
 }
 
+// degradedPublishWait is how long an action waits for a publish while the hub is degraded
+// (the node's link to the broker is down): long enough for a broker that is up after all (only
+// this node's link broke) to take it, in order, before the action answers; short enough that a
+// user's own action does not wait on a broker that is down, whose client would retry for
+// seconds. Once a publish has failed while degraded, publishes are left out for
+// degradedRetryAfter (one is tried again after it): devices are told what they missed when
+// the hubs reconnect (reconcile), and while they are degraded nodes read the store, not their
+// caches, so a revocation is enforced at once all the same.
+const (
+	degradedPublishWait = 100 * time.Millisecond
+	degradedRetryAfter  = time.Second
+)
+
 // publishAll sends msgs in one round trip where the broker allows, timed in the metrics.
 func (n *Notifier) publishAll(ctx context.Context, kind string, msgs ...hub.Message) {
+	if n.hub.Healthy() {
+		n.publishNow(ctx, kind, msgs)
+		return
+	}
+	if failed := n.failedAt.Load(); failed != 0 && time.Since(time.Unix(0, failed)) < degradedRetryAfter {
+		n.dropped(kind)
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n.publishNow(ctx, kind, msgs)
+	}()
+	t := time.NewTimer(degradedPublishWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
+func (n *Notifier) dropped(kind string) {
+	if n.metrics != nil {
+		n.metrics.notice(kind, "left_to_reconcile")
+	}
+}
+
+func (n *Notifier) publishNow(ctx context.Context, kind string, msgs []hub.Message) {
 	start := time.Now()
 	err := n.hub.PublishAll(context.WithoutCancel(ctx), msgs)
 	if n.metrics != nil {
 		n.metrics.publishSecs.Observe(time.Since(start).Seconds())
 	}
 	if err != nil {
-		// The store already holds the change; devices learn it on their next validation.
+		n.failedAt.Store(time.Now().UnixNano())
+		// The store already holds the change; devices learn it on their next validation, or
+		// when the hubs reconnect.
 		n.log.Warn().Err(err).Str("kind", kind).Msg("notice not published")
+		return
 	}
+	n.failedAt.Store(0)
 }
 
 // Revoked implements session.Notifier. The cache invalidation for every node and the notice

@@ -3,9 +3,7 @@ package main
 import (
 	"database/sql"
 	"fmt"
-	"net"
 	"net/http"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -95,27 +93,12 @@ func TestUserAgentVersionChangeOnlyLogged(t *testing.T) {
 // proof cannot be checked for replays on other nodes, so it is refused (503 unavailable), not
 // accepted on this node's word alone.
 func TestProofReplayCheckFailsClosed(t *testing.T) {
-	port := freeAddr(t)[len("127.0.0.1:"):]
-	redis := exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	if err := redis.Start(); err != nil {
-		t.Fatalf("redis-server: %v", err)
-	}
-	t.Cleanup(func() { _ = redis.Process.Kill(); _ = redis.Wait() })
-	up := func() bool {
-		c, err := net.Dial("tcp", "127.0.0.1:"+port)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	}
-	if !waitFor(ctxT(t), up) {
-		t.Fatal("redis-server did not start")
-	}
+	redis := startPrivateRedis(t)
 	keyFile := filepath.Join(t.TempDir(), "keys.json")
 	if _, err := cli(t, "keygen", "-o", keyFile); err != nil {
 		t.Fatal(err)
 	}
-	n := startNode(t, map[string]string{"SESSIOND_PROOF_OF_POSSESSION": "true", "SESSIOND_REDIS_URL": "redis://127.0.0.1:" + port + "/0",
+	n := startNode(t, map[string]string{"SESSIOND_PROOF_OF_POSSESSION": "true", "SESSIOND_REDIS_URL": redis.url(),
 		"SESSIOND_KEY_FILE": keyFile})
 	ctx := ctxT(t)
 	res := popLogin(t, n)
@@ -124,8 +107,7 @@ func TestProofReplayCheckFailsClosed(t *testing.T) {
 	if _, err := owner.Session(ctx); err != nil {
 		t.Fatalf("with Redis up: %v", err)
 	}
-	_ = redis.Process.Kill()
-	_ = redis.Wait()
+	redis.stop()
 	r, err := owner.Do(ctx, http.MethodGet, "/api/v1/session", nil, nil)
 	if err != nil {
 		t.Fatal(err)

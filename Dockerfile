@@ -1,6 +1,7 @@
 # Multi-stage build: a static binary (the page's OPAQUE bundle is committed), then a minimal
 # non-root image.
-# docker build -t sessiond . && docker run -p 8080:8080 -v sessiond-data:/data -v sessiond-keys:/keys sessiond
+# docker build -t sessiond . && docker run -p 127.0.0.1:8080:8080 -e SESSIOND_INSECURE_HTTP=true sessiond   (a local trial:
+# README.md says why plain HTTP needs that setting, and what production needs instead: TLS)
 # The key file lives in its own volume (/keys), apart from the data (/data): a copy or backup of
 # the data must not carry the keys that protect it. Mount a secret there in production.
 FROM golang:1.26-bookworm AS build

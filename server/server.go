@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"math/rand/v2"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -28,6 +29,11 @@ type Config struct {
 	AllowedOrigins []string
 	// HandshakeTimeout is how long a connection may stay without login or resume (default 30s).
 	HandshakeTimeout time.Duration
+	// DrainDelay is how long Shutdown keeps /readyz at 503 before it tells the WebSockets to
+	// reconnect, so that a load balancer stops sending new ones here first; DrainSpread spreads
+	// those closes at random over a window, so that the devices do not all reconnect to the
+	// remaining nodes in the same instant. Both 0 by default (at once).
+	DrainDelay, DrainSpread time.Duration
 	// Ready reports whether the store answers; /readyz calls it.
 	Ready func(ctx context.Context) error
 	// Web is the demo page's file tree, served at /. Nil: no page.
@@ -161,8 +167,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		conns = append(conns, c)
 	}
 	s.mu.Unlock()
+	if d := s.cfg.DrainDelay; d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
 	for _, c := range conns {
-		c.closeAfter(nil, websocket.StatusGoingAway, "server going away; reconnect and resume", 0)
+		goAway := func() { c.closeAfter(nil, websocket.StatusGoingAway, "server going away; reconnect and resume", 0) }
+		if spread := s.cfg.DrainSpread; spread > 0 && ctx.Err() == nil {
+			time.AfterFunc(rand.N(spread), goAway)
+		} else {
+			goAway()
+		}
 	}
 	done := make(chan struct{})
 	go func() {

@@ -18,6 +18,10 @@ import (
 // errUsage is returned after flag parsing has already printed what was wrong.
 var errUsage = errors.New("usage")
 
+// maxDrain bounds the drain delay and spread together, leaving the close handshakes time
+// within the 15 s a shutdown gives the connections.
+const maxDrain = 10 * time.Second
+
 // config is the server's configuration, from flags and SESSIOND_* variables (flags win).
 type config struct {
 	Addr             string
@@ -28,6 +32,8 @@ type config struct {
 	AllowedOrigins   []string
 	KeyFile          string
 	HandshakeTimeout time.Duration
+	DrainDelay       time.Duration
+	DrainSpread      time.Duration
 	LogFormat        string
 	AdminAddr        string
 	MetricsAddr      string
@@ -47,6 +53,18 @@ type config struct {
 type setting struct {
 	flag, env, def, help string
 	set                  func(string) error
+}
+
+// durationOrZeroSetter is durationSetter that also takes 0 (off).
+func durationOrZeroSetter(d *time.Duration) func(string) error {
+	return func(v string) error {
+		x, err := time.ParseDuration(v)
+		if err != nil || x < 0 {
+			return fmt.Errorf("%q is not a duration >= 0 (use Go syntax: 0s, 5s, 2m)", v)
+		}
+		*d = x
+		return nil
+	}
 }
 
 func durationSetter(d *time.Duration) func(string) error {
@@ -177,6 +195,8 @@ func (c *config) settings() []setting {
 		{"http-timeout", "SESSIOND_HTTP_TIMEOUT", "30s", "time to read a whole HTTP request and to write its answer (idle keep-alive: 4x); WebSockets are exempt after the upgrade", durationSetter(&c.HTTPTimeout)},
 		{"bad-tokens-per-address", "SESSIOND_BAD_TOKENS_PER_ADDRESS", "100", "refused tokens per client address per minute (each costs a store read); then 429", intSetter(&c.Limits.BadTokensPerAddr)},
 		{"handshake-timeout", "SESSIOND_HANDSHAKE_TIMEOUT", "30s", "time a connection has to log in or resume", durationSetter(&c.HandshakeTimeout)},
+		{"drain-delay", "SESSIOND_DRAIN_DELAY", "0s", "on SIGTERM, how long /readyz answers 503 before WebSockets are told to reconnect (behind a load balancer: longer than its health-check interval times its fall count)", durationOrZeroSetter(&c.DrainDelay)},
+		{"drain-spread", "SESSIOND_DRAIN_SPREAD", "0s", "on SIGTERM, the window over which WebSockets are told to reconnect, at random, so that they do not all land on the other nodes at once", durationOrZeroSetter(&c.DrainSpread)},
 		{"max-sessions", "SESSIOND_MAX_SESSIONS", "10", "live sessions per user (0: unlimited)", func(v string) error {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 {
@@ -245,6 +265,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (subcommands: keygen, admin)", fs.Arg(0))
+	}
+	if c.DrainDelay+c.DrainSpread > maxDrain {
+		return nil, fmt.Errorf("invalid SESSIOND_DRAIN_DELAY + SESSIOND_DRAIN_SPREAD: %s, at most %s (the shutdown's budget for the connections is 15 s)", c.DrainDelay+c.DrainSpread, maxDrain)
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return nil, fmt.Errorf("invalid SESSIOND_TLS_CERT / SESSIOND_TLS_KEY: set both or neither")

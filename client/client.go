@@ -73,11 +73,13 @@ func init() {
 
 // Message is one server message: its type, id and the raw JSON for decoding its fields.
 type Message struct {
-	Type string          `json:"type"`
-	ID   string          `json:"id"`
-	Code string          `json:"code"`
-	Msg  string          `json:"message"`
-	Raw  json.RawMessage `json:"-"`
+	Type string `json:"type"`
+	ID   string `json:"id"`
+	Code string `json:"code"`
+	Msg  string `json:"message"`
+	// Reason is the error's reason (session_invalid for an ended session), if any.
+	Reason string          `json:"reason"`
+	Raw    json.RawMessage `json:"-"`
 }
 
 // Decode unmarshals the message's fields into v.
@@ -87,6 +89,7 @@ func (m Message) Decode(v any) error { return json.Unmarshal(m.Raw, v) }
 type Error struct {
 	Code    string
 	Message string
+	Reason  string // session_invalid for an ended session: why it ended (may be empty)
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
@@ -256,7 +259,7 @@ func (c *Conn) Call(ctx context.Context, typ string, fields map[string]any) (Mes
 			return Message{}, fmt.Errorf("connection closed (code %d)", c.status.Load())
 		}
 		if m.Type == "error" {
-			return m, &Error{Code: m.Code, Message: m.Msg}
+			return m, &Error{Code: m.Code, Message: m.Msg, Reason: m.Reason}
 		}
 		return m, nil
 	case <-ctx.Done():

@@ -368,7 +368,14 @@ func (c *Client) reconnect(code int, why string) {
 			return
 		}
 		if IsCode(err, protocol.CodeSessionInvalid) {
-			c.end(protocol.CodeSessionInvalid, 0)
+			// The session ended while the device was away: the reason the server gives
+			// (revoked_by_user, idle, …) when it knows the token, else session_invalid.
+			reason := protocol.CodeSessionInvalid
+			var e *Error
+			if errors.As(err, &e) && e.Reason != "" {
+				reason = e.Reason
+			}
+			c.end(reason, 0)
 			return
 		}
 	}

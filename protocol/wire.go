@@ -59,4 +59,9 @@ type Refreshed struct {
 type ErrorBody struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// Reason is on session_invalid when the token is that of a session that has ended: why
+	// it ended, with the words of notice.revoked / notice.expired ("revoked_by_user",
+	// "password_changed", "idle", …). A device that was away when it ended learns why on its
+	// next resume.
+	Reason string `json:"reason,omitempty"`
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"runtime/debug"
@@ -350,7 +351,12 @@ func (c *conn) replyErr(id string, err error) {
 	if !known {
 		c.srv.log.Error().Err(err).Msg("internal error on a connection")
 	}
-	c.send(encode("error", id, protocol.ErrorBody{Code: we.code, Message: we.msg}))
+	body := protocol.ErrorBody{Code: we.code, Message: we.msg}
+	var ended *session.EndedError
+	if errors.As(err, &ended) {
+		body.Reason = ended.Reason
+	}
+	c.send(encode("error", id, body))
 }
 
 // Deliver receives a hub message for the user's topic. It never blocks.

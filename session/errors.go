@@ -23,3 +23,17 @@ var (
 	// start expired (Policy.PendingTimeout).
 	ErrAttemptExpired = errors.New("session: the login attempt expired")
 )
+
+// EndedError is ErrInvalid for a token whose session exists but has ended: Reason says why,
+// as EndReason does.
+type EndedError struct {
+	Reason  string
+	Revoked bool
+}
+
+func (e *EndedError) Error() string {
+	return "session: session invalid: session has ended (" + e.Reason + ")"
+}
+
+// Unwrap makes an EndedError an ErrInvalid.
+func (e *EndedError) Unwrap() error { return ErrInvalid }

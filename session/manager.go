@@ -385,7 +385,8 @@ func (m *Manager) validate(ctx context.Context, token string) (Session, TokenHas
 		return Session{}, h, e.match, fmt.Errorf("%w: %w", ErrInvalid, ErrTokenReuse)
 	}
 	if !s.Live(now) {
-		return Session{}, h, e.match, fmt.Errorf("%w: session has ended", ErrInvalid)
+		reason, revoked := EndReason(s, now)
+		return Session{}, h, e.match, &EndedError{Reason: reason, Revoked: revoked}
 	}
 	return s, h, e.match, nil
 }

@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/sessiond/sessiond/client"
 	"github.com/sessiond/sessiond/internal/clientx"
 	"github.com/sessiond/sessiond/protocol"
+	"github.com/sessiond/sessiond/session"
 )
 
 // nextEventOf reads c's events until one of type typ, failing on a timeout or the end.
@@ -129,5 +132,28 @@ func TestGoClientNoticesFullBuffer(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatalf("events did not end; last %v", last)
 		}
+	}
+}
+
+// TestResumeOfAnEndedSessionSaysWhy: a device that was away when its session ended learns why
+// on its next resume: session_invalid carries the reason notice.revoked would have given (the
+// Go Client then ends with that reason: TestLoadBalancerRollingRestart's revoked devices).
+func TestResumeOfAnEndedSessionSaysWhy(t *testing.T) {
+	n := startNode(t, nil)
+	name, _ := account(t, n, "endedwhy", "pw")
+	a, _ := loginOn(t, n, name, "pw", "a")
+	_, sb := loginOn(t, n, name, "pw", "b")
+	if _, err := a.Revoke(ctxT(t), sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err := dial(t, n, cheap).Resume(ctxT(t), sb.Token)
+	var e *client.Error
+	if !errors.As(err, &e) || e.Code != "session_invalid" || e.Reason != "revoked_by_user" {
+		t.Fatalf("resume of a revoked session: %v (%+v)", err, e)
+	}
+	// An unknown token says nothing more.
+	_, err = dial(t, n, cheap).Resume(ctxT(t), session.TokenPrefix+strings.Repeat("A", 43))
+	if !errors.As(err, &e) || e.Code != "session_invalid" || e.Reason != "" {
+		t.Fatalf("resume of an unknown token: %v (%+v)", err, e)
 	}
 }

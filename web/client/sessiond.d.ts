@@ -38,6 +38,8 @@ export declare class SessiondError extends Error {
   readonly name: "SessiondError";
   readonly code: ErrorCode;
   readonly status?: number;
+  /** On session_invalid for a session that has ended: why ("revoked_by_user", "idle", ...). */
+  readonly reason?: string;
 }
 
 /** The delay in ms before reconnect attempt `attempt` (0-based): exponential, capped, jittered. */

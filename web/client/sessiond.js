@@ -38,11 +38,12 @@
 //   "ended"                   {reason, forced}: the session is over and the token is gone.
 //                             forced=false for this client's own logout(); otherwise reason is
 //                             the wire reason (idle, absolute, logout, revoked_by_user,
-//                             password_changed, token_reuse, ...) or "session_invalid" when
-//                             the server refused a resume without saying why
+//                             password_changed, token_reuse, ...; also when the session ended
+//                             while the page was away: the server says why on the resume) or
+//                             "session_invalid" when the server refused a resume without saying why
 //   "connection"              {state: "open"|"reconnecting"|"closed", attempt?, delay_ms?}
 //
-// Errors: every method rejects with a SessiondError {code, message, status?}. Codes are the
+// Errors: every method rejects with a SessiondError {code, message, status?, reason?}. Codes are the
 // server's (auth_failed, username_taken, rate_limited, session_invalid, ...) plus client-side
 // ones: "connect_failed", "closed", "timeout", "offline", "protocol", "opaque_unavailable".
 //
@@ -306,7 +307,11 @@ class Channel {
     if (!p) return; // a reply to a request we gave up on, or an id-less error
     this.pending.delete(msg.id);
     clearTimeout(p.timer);
-    if (msg.type === "error") p.reject(new SessiondError(String(msg.code || "error"), String(msg.message || "")));
+    if (msg.type === "error") {
+      const e = new SessiondError(String(msg.code || "error"), String(msg.message || ""));
+      if (typeof msg.reason === "string" && msg.reason) e.reason = msg.reason; // why a session ended
+      p.reject(e);
+    }
     else if (p.expect && msg.type !== p.expect) p.reject(new SessiondError("protocol", `expected ${p.expect}, got ${msg.type}`));
     else p.resolve(msg);
   }
@@ -953,7 +958,7 @@ export class SessiondClient extends EventTarget {
     } catch (err) {
       chan.close();
       if (err.code !== "session_invalid" || !stillWanted()) throw err;
-      this.#end(this.#guessExpiry(), true);
+      this.#end(err.reason || this.#guessExpiry(), true);
       return "ended";
     }
   }
@@ -1067,6 +1072,9 @@ export class SessiondClient extends EventTarget {
       return this.#session;
     } catch (err) {
       if (err.code === "session_invalid") {
+        // A session that ended while the page was away: the server says why, and the app
+        // hears it as "ended" (e.g. to say "signed out from another device").
+        if (err.reason) this.#end(err.reason, true);
         this.#creds = null;
         this.#store.clear();
         return null;

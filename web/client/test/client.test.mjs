@@ -176,6 +176,26 @@ test("a revocation from another device reaches the client as ended", async () =>
   await b.logout();
 });
 
+test("a session revoked while the page was away: resume says why", async () => {
+  const name = await account();
+  const storage = (() => {
+    const m = new Map();
+    return { getItem: (k) => m.get(k) ?? null, setItem: (k, v) => m.set(k, v), removeItem: (k) => m.delete(k) };
+  })();
+  const a = newClient({ storage });
+  const { session } = await a.login(name, "correct horse");
+  a.close(); // the page goes away; its token stays stored
+  const b = newClient();
+  await b.login(name, "correct horse");
+  await b.revokeSession(session.id);
+  const reloaded = newClient({ storage });
+  const ended = waitEvent(reloaded, "ended");
+  assert.equal(await reloaded.resume(), null);
+  assert.deepEqual(await ended, { reason: "revoked_by_user", forced: true });
+  assert.equal(reloaded.getToken(), null);
+  await b.logout();
+});
+
 test("proof of possession: authFetch, the vault and resume are signed", async () => {
   const name = await account(POP_BASE);
   const net = tracked();

@@ -8,6 +8,7 @@
 //	sessionbench -scenario sweep -sessions 100000 -database-url postgres://…
 //	sessionbench -scenario cache -sessions 100000
 //	sessionbench -scenario scale -database-url postgres://… -redis-url redis://…
+//	sessionbench -scenario rolling -database-url postgres://… -redis-url redis://…   (needs HAProxy)
 //
 // cache and sweep measure a session.Manager in this process; scale also starts worker
 // processes (this program with -scenario scale-worker) that hold its connections.
@@ -61,9 +62,10 @@ func (o options) intOr(name string, def int) int {
 }
 
 var scenarios = map[string]func(context.Context, options) (map[string]any, error){
-	"sweep": sweepScenario,
-	"cache": cacheScenario,
-	"scale": scaleScenario,
+	"sweep":   sweepScenario,
+	"cache":   cacheScenario,
+	"scale":   scaleScenario,
+	"rolling": rollingScenario,
 	// scale-worker is started by scale itself: it holds a share of the connections.
 	"scale-worker": scaleWorker,
 	"validate":     validateScenario,
@@ -74,13 +76,13 @@ var scenarios = map[string]func(context.Context, options) (map[string]any, error
 
 func main() {
 	var o options
-	flag.StringVar(&o.scenario, "scenario", "", "scenario to run: validate, login, connections, revoke, sweep, cache, scale")
+	flag.StringVar(&o.scenario, "scenario", "", "scenario to run: validate, login, connections, revoke, sweep, cache, scale, rolling")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "measuring time per phase")
 	flag.IntVar(&o.concurrency, "concurrency", 8, "concurrent requests (login: concurrent clients, default 16)")
 	flag.IntVar(&o.sessions, "sessions", 100_000, "sessions to create (sweep: expired ones; validate: default 1000; login: users, default 2000; cache: cached sessions, default 100000)")
 	flag.StringVar(&o.databaseURL, "database-url", os.Getenv("TEST_POSTGRES_URL"), "PostgreSQL URL (default $TEST_POSTGRES_URL)")
 	flag.StringVar(&o.redisURL, "redis-url", os.Getenv("TEST_REDIS_URL"), "Redis URL for revoke (default $TEST_REDIS_URL)")
-	flag.IntVar(&o.connections, "connections", 10_000, "idle authenticated WebSocket connections (connections, revoke; scale: default 45000)")
+	flag.IntVar(&o.connections, "connections", 10_000, "idle authenticated WebSocket connections (connections, revoke; scale: default 45000; rolling: devices, default 300)")
 	flag.IntVar(&o.samples, "samples", 500, "revoke, scale: single revocations to time")
 	flag.IntVar(&o.burstUsers, "burst-users", 1000, "revoke: users whose sessions are all revoked at once")
 	flag.StringVar(&o.sessiondBin, "sessiond", "", "sessiond binary to run (default: go build ./cmd/sessiond into a temporary directory)")

@@ -266,37 +266,62 @@ func revokeStages(m1a, m1b, m2a, m2b metrics, n int) map[string]any {
 // Redis (a fresh channel prefix) and one key file, one after the other (the first applies the
 // migrations). stop stops them and removes what was made for them.
 func startSharedNodes(ctx context.Context, o options, count int, extra map[string]string) (nodes []*nodeProc, stop func(), err error) {
-	var undo []func()
+	bin, env, cleanup, err := sharedEnv(ctx, o, extra)
+	if err != nil {
+		return nil, nil, err
+	}
 	stop = func() {
+		for i := len(nodes) - 1; i >= 0; i-- {
+			nodes[i].stop()
+		}
+		cleanup()
+	}
+	for i := 0; i < count; i++ {
+		node, err := startNode(ctx, bin, fmt.Sprintf("node%d", i+1), env)
+		if err != nil {
+			stop()
+			return nil, nil, err
+		}
+		nodes = append(nodes, node)
+	}
+	return nodes, stop, nil
+}
+
+// sharedEnv prepares what nodes sharing PostgreSQL (a fresh schema), Redis (a fresh channel
+// prefix) and one key file need: the binary and their environment. cleanup drops the schema
+// and removes the files.
+func sharedEnv(ctx context.Context, o options, extra map[string]string) (bin string, env map[string]string, cleanup func(), err error) {
+	var undo []func()
+	cleanup = func() {
 		for i := len(undo) - 1; i >= 0; i-- {
 			undo[i]()
 		}
 	}
 	defer func() {
 		if err != nil {
-			stop()
+			cleanup()
 		}
 	}()
 	dbURL, dropSchema, err := freshSchema(ctx, o.databaseURL)
 	if err != nil {
-		return nil, nil, err
+		return "", nil, nil, err
 	}
 	undo = append(undo, dropSchema)
-	bin, cleanup, err := buildSessiond(ctx, o)
+	bin, rmBin, err := buildSessiond(ctx, o)
 	if err != nil {
-		return nil, nil, err
+		return "", nil, nil, err
 	}
-	undo = append(undo, cleanup)
+	undo = append(undo, rmBin)
 	keyDir, err := os.MkdirTemp("", "sessionbench-keys")
 	if err != nil {
-		return nil, nil, err
+		return "", nil, nil, err
 	}
 	undo = append(undo, func() { os.RemoveAll(keyDir) })
 	keyFile := filepath.Join(keyDir, "keys.json")
 	if out, err := exec.CommandContext(ctx, bin, "keygen", "-o", keyFile).CombinedOutput(); err != nil {
-		return nil, nil, fmt.Errorf("sessiond keygen: %v: %s", err, out)
+		return "", nil, nil, fmt.Errorf("sessiond keygen: %v: %s", err, out)
 	}
-	env := withEnv(setupLimits, map[string]string{
+	env = withEnv(setupLimits, map[string]string{
 		"SESSIOND_DATABASE_URL": dbURL,
 		"SESSIOND_REDIS_URL":    o.redisURL,
 		"SESSIOND_REDIS_PREFIX": fmt.Sprintf("sessionbench:%d:", time.Now().UnixNano()),
@@ -306,15 +331,7 @@ func startSharedNodes(ctx context.Context, o options, count int, extra map[strin
 	if o.pprof {
 		env["SESSIOND_PPROF_ADDR"] = "127.0.0.1:0"
 	}
-	for i := 0; i < count; i++ {
-		node, err := startNode(ctx, bin, fmt.Sprintf("node%d", i+1), env)
-		if err != nil {
-			return nil, nil, err
-		}
-		undo = append(undo, node.stop)
-		nodes = append(nodes, node)
-	}
-	return nodes, stop, nil
+	return bin, env, cleanup, nil
 }
 
 // freshSchema creates a schema for this run and returns base with search_path set to it, and

@@ -32,10 +32,12 @@
 // not grow with the number of shards. Sharded pub/sub (Redis 7: SSUBSCRIBE, SPUBLISH) routes
 // each channel to the one shard owning its hash slot, so traffic spreads across shards; a node
 // then needs a pub/sub connection per shard owning any of its channels (one SSUBSCRIBE may only
-// name channels of one slot; go-redis's ClusterClient.SSubscribe connects to the owner of its
-// first channel's slot) and must move subscriptions when slots migrate. Redis implements plain
-// pub/sub only: a single Redis (with a replica for failover) carries the notices of a large
-// deployment, since only state changes (logins, revocations, rotations) are published.
+// name channels of one slot) and must move subscriptions when slots migrate. Redis implements
+// plain pub/sub on one Redis (with a replica for failover); RedisSharded implements sharded
+// pub/sub on a cluster: one link per master, every subscription sent to its channel's owner,
+// and all links rebuilt (with the re-connection reported) when a master is lost or Redis
+// unsubscribes a channel whose slot moved. Its PublishAll sends one message after the other,
+// since the channels of a batch may live on different shards.
 //
 // # Concurrency
 //

@@ -73,16 +73,16 @@ func New(b Broker) *Hub {
 		links:  map[string]linkState{},
 	}
 	b.Handle(h.deliver)
-	if r, ok := b.(*Redis); ok {
-		prev := r.onReconnect
-		r.onReconnect = func() {
-			if prev != nil {
-				prev()
-			}
-			h.reconnected()
-		}
+	if r, ok := b.(reconnecting); ok {
+		r.afterReconnect(h.reconnected)
 	}
 	return h
+}
+
+// reconnecting is a broker that reports its re-connections (the Redis ones).
+type reconnecting interface {
+	// afterReconnect adds f to what runs after every re-connection. Called before Run.
+	afterReconnect(f func())
 }
 
 // OnReconnect registers f to run after every re-connection of the broker: messages published

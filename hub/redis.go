@@ -117,6 +117,19 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	}, nil
 }
 
+func (r *Redis) afterReconnect(f func()) { r.onReconnect = chain(r.onReconnect, f) }
+
+// chain returns a function running first, then then (either may be nil).
+func chain(first, then func()) func() {
+	if first == nil {
+		return then
+	}
+	return func() {
+		first()
+		then()
+	}
+}
+
 // Handle sets the function that receives messages; it is called from Run's goroutine.
 func (r *Redis) Handle(deliver func(topic string, payload []byte)) { r.deliver.Store(&deliver) }
 

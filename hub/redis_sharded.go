@@ -77,6 +77,8 @@ func NewRedisSharded(cfg RedisShardedConfig) (*RedisSharded, error) {
 		wanted: map[string]struct{}{}, waiters: map[string][]chan struct{}{}, ours: map[string]int{}}, nil
 }
 
+func (r *RedisSharded) afterReconnect(f func()) { r.onReconnect = chain(r.onReconnect, f) }
+
 // Handle implements Broker.
 func (r *RedisSharded) Handle(deliver func(topic string, payload []byte)) { r.deliver.Store(&deliver) }
 

@@ -28,6 +28,7 @@ type config struct {
 	DataDir          string
 	DatabaseURL      string
 	RedisURL         string
+	RedisCluster     bool
 	RedisPrefix      string
 	AllowedOrigins   []string
 	KeyFile          string
@@ -113,6 +114,14 @@ func (c *config) settings() []setting {
 		{"data-dir", "SESSIOND_DATA_DIR", "data", "directory of the embedded store and generated keys", stringSetter(&c.DataDir)},
 		{"database-url", "SESSIOND_DATABASE_URL", "", "PostgreSQL URL; replaces the embedded store", stringSetter(&c.DatabaseURL)},
 		{"redis-url", "SESSIOND_REDIS_URL", "", "Redis URL; the hub then spans every node", stringSetter(&c.RedisURL)},
+		{"redis-cluster", "SESSIOND_REDIS_CLUSTER", "false", "SESSIOND_REDIS_URL is a Redis Cluster (redis://host:port?addr=host2:port&addr=host3:port; Redis 7): notices use sharded pub/sub", func(v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q is not true or false", v)
+			}
+			c.RedisCluster = b
+			return nil
+		}},
 		{"redis-prefix", "SESSIOND_REDIS_PREFIX", "sessiond:", "prefix of the Redis pub/sub channels (one deployment per prefix)", stringSetter(&c.RedisPrefix)},
 		{"allowed-origins", "SESSIOND_ALLOWED_ORIGINS", "", "comma-separated origins allowed to open WebSockets (default: the server's own)", func(v string) error {
 			c.AllowedOrigins = nil
@@ -265,6 +274,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (subcommands: keygen, admin)", fs.Arg(0))
+	}
+	if c.RedisCluster && c.RedisURL == "" {
+		return nil, fmt.Errorf("invalid SESSIOND_REDIS_CLUSTER: it needs SESSIOND_REDIS_URL (the cluster's nodes)")
 	}
 	if c.DrainDelay+c.DrainSpread > maxDrain {
 		return nil, fmt.Errorf("invalid SESSIOND_DRAIN_DELAY + SESSIOND_DRAIN_SPREAD: %s, at most %s (the shutdown's budget for the connections is 15 s)", c.DrainDelay+c.DrainSpread, maxDrain)

@@ -27,7 +27,7 @@ type daemon struct {
 	log     zerolog.Logger
 	keys    *session.Keys
 	st      *storeHandle
-	redis   *redis.Client
+	redis   redis.UniversalClient
 	hub     *hub.Hub
 	hubKind string
 	mgr     *session.Manager
@@ -74,6 +74,9 @@ func (d *daemon) open(ctx context.Context) error {
 	var counter server.Counter
 	if redisClient != nil {
 		d.hubKind = "redis"
+		if d.cfg.RedisCluster {
+			d.hubKind = "redis cluster (sharded pub/sub)"
+		}
 		counter = server.NewRedisCounter(redisClient, d.cfg.RedisPrefix, d.log)
 	}
 	d.hub = hub.New(broker)

@@ -138,9 +138,22 @@ func loadKeys(cfg *config, log zerolog.Logger) (*session.Keys, error) {
 
 // newBroker returns the cross-node leg of the hub: Redis pub/sub when configured, else the
 // in-process loopback. (The hub reports re-connections to whoever registered with it.)
-func newBroker(cfg *config, log zerolog.Logger) (hub.Broker, *redis.Client, error) {
+func newBroker(cfg *config, log zerolog.Logger) (hub.Broker, redis.UniversalClient, error) {
 	if cfg.RedisURL == "" {
 		return hub.NewLoopback(), nil, nil
+	}
+	if cfg.RedisCluster {
+		opts, err := redis.ParseClusterURL(cfg.RedisURL)
+		if err != nil {
+			return nil, nil, fmt.Errorf("invalid SESSIOND_REDIS_URL (a cluster: redis://host:port?addr=host2:port&addr=host3:port): %w", err)
+		}
+		client := redis.NewClusterClient(opts)
+		r, err := hub.NewRedisSharded(hub.RedisShardedConfig{Client: client, Prefix: cfg.RedisPrefix, Logger: log})
+		if err != nil {
+			client.Close()
+			return nil, nil, err
+		}
+		return r, client, nil
 	}
 	opts, err := redis.ParseURL(cfg.RedisURL)
 	if err != nil {

@@ -91,8 +91,11 @@ func (r *RedisSharded) Publish(ctx context.Context, topic string, payload []byte
 }
 
 // PublishAll implements BatchPublisher. The channels of the messages may live on different
-// shards, which a pipeline would reach in parallel: they are sent one after the other, so that
-// each is in Redis before the next leaves (the cache invalidation before the device's notice).
+// shards: they are sent one after the other, so that each is in Redis before the next leaves
+// (the cache invalidation before the device's notice). A subscriber receives each shard on its
+// own link, so the order holds within a topic but not across topics: on a cluster a device may
+// hear of its revocation a few milliseconds before every node has dropped the token from its
+// cache (the store refuses it already; docs/OPERATIONS.md).
 func (r *RedisSharded) PublishAll(ctx context.Context, msgs []Message) error {
 	for _, m := range msgs {
 		if err := r.Publish(ctx, m.Topic, m.Payload); err != nil {

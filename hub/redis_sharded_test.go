@@ -29,7 +29,7 @@ func newTestSharded(t *testing.T, c *rediscluster.Cluster, prefix string) *Redis
 // with sharded pub/sub: two nodes, topics spread over the shards.
 func TestRedisShardedConformance(t *testing.T) {
 	c := rediscluster.Start(t)
-	runBrokerConformance(t, func(t *testing.T) (Broker, Broker) {
+	runBrokerConformance(t, false, func(t *testing.T) (Broker, Broker) {
 		prefix := randomPrefix()
 		return newTestSharded(t, c, prefix), newTestSharded(t, c, prefix)
 	})

@@ -124,7 +124,8 @@ func (n *Notifier) publishNow(ctx context.Context, kind string, msgs []hub.Messa
 
 // Revoked implements session.Notifier. The cache invalidation for every node and the notice
 // for the user's devices go in one round trip, the invalidation first: a device told of its
-// revocation never finds its token still cached on another node.
+// revocation never finds its token still cached on another node (on a Redis Cluster the two
+// travel on different shards, so only within a few milliseconds: hub.RedisSharded.PublishAll).
 func (n *Notifier) Revoked(ctx context.Context, userID string, ids []string, reason string) {
 	n.publishAll(ctx, eventRevoked, msg(nodesTopic, event{Kind: eventInvalidated, IDs: ids}),
 		msg(userTopic(userID), event{Kind: eventRevoked, IDs: ids, Reason: reason, At: time.Now().UnixNano()}))

@@ -27,6 +27,8 @@ const Password = "fleet password"
 // Fleet is the devices, and the API calls they make until ctx of Connect ends or Close.
 type Fleet struct {
 	base            string
+	names           []string // the users' names
+	opts            client.Options
 	devs            []*device
 	calls, failures atomic.Int64
 	stop            chan struct{}
@@ -59,7 +61,10 @@ func Connect(ctx context.Context, base string, n int) (*Fleet, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("fleet: register: %w", err)
 	}
-	f := &Fleet{base: base, devs: make([]*device, n), stop: make(chan struct{})}
+	f := &Fleet{base: base, devs: make([]*device, n), stop: make(chan struct{}), opts: opts}
+	for u := 0; u < users; u++ {
+		f.names = append(f.names, fmt.Sprintf("%s-%d", run, u))
+	}
 	err := parallel(ctx, n, 16, func(i int) error {
 		c := client.NewClient(base, opts)
 		if _, _, err := c.Login(ctx, fmt.Sprintf("%s-%d", run, i/3), Password, fmt.Sprintf("device %d", i%3)); err != nil {
@@ -137,13 +142,10 @@ func (f *Fleet) callLoop(ctx context.Context, d *device) {
 		if gone || token == "" {
 			continue
 		}
-		var err error
-		for try := 0; try < 3; try++ {
-			if _, err = client.NewAPI(f.base, token).Session(ctx); err == nil || client.IsCode(err, "session_invalid") {
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		err := retrying(ctx, 15*time.Second, func() error {
+			_, err := client.NewAPI(f.base, token).Session(ctx)
+			return err
+		})
 		f.calls.Add(1)
 		d.mu.Lock()
 		revoked := !d.revokedAt.IsZero()
@@ -170,12 +172,19 @@ func (f *Fleet) Away(ctx context.Context) (int, error) {
 	return 0, errors.New("fleet: no device was disconnected")
 }
 
-// Revoke revokes device victim (-1: one at random) from another device of its user, like an
+// Revoke revokes device victim (-1: one at random among those signed in) from another device of its user, like an
 // app (trying again while the revoking device reconnects), and checks that the victim's token
 // is refused at once.
 func (f *Fleet) Revoke(ctx context.Context, victim int) error {
-	if victim < 0 {
-		victim = rand.IntN(len(f.devs))
+	for victim < 0 { // one at random that is still signed in and not revoked yet
+		i := rand.IntN(len(f.devs))
+		d := f.devs[i]
+		d.mu.Lock()
+		live := d.revokedAt.IsZero() && d.endedAt.IsZero()
+		d.mu.Unlock()
+		if live {
+			victim = i
+		}
 	}
 	v := f.devs[victim]
 	var by *device
@@ -196,21 +205,49 @@ func (f *Fleet) Revoke(ctx context.Context, victim int) error {
 	v.mu.Lock()
 	v.revokedAt = time.Now()
 	v.mu.Unlock()
-	var err error
-	for try := 0; try < 10; try++ {
-		var werr *client.Error
-		if err = by.c.Revoke(ctx, s.ID); err == nil || errors.As(err, &werr) {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if err != nil {
+	if err := retrying(ctx, 30*time.Second, func() error { return by.c.Revoke(ctx, s.ID) }); err != nil {
 		return fmt.Errorf("fleet: revoke: %w", err)
 	}
-	if _, err := client.NewAPI(f.base, token).Session(ctx); !client.IsCode(err, "session_invalid") {
+	// Never accepted again: session_invalid, or unavailable while the store cannot answer
+	// (then asked again until it can).
+	err := retrying(ctx, 30*time.Second, func() error {
+		_, err := client.NewAPI(f.base, token).Session(ctx)
+		if err == nil {
+			return errors.New("accepted")
+		}
+		return err
+	})
+	if !client.IsCode(err, "session_invalid") {
 		return fmt.Errorf("fleet: a revoked token was not refused at once: %v", err)
 	}
 	return nil
+}
+
+// SignIn signs one more device in (of the first user) and out again, as an app would: trying
+// again while the server answers unavailable or cannot be reached.
+func (f *Fleet) SignIn(ctx context.Context) error {
+	return retrying(ctx, 30*time.Second, func() error {
+		c := client.NewClient(f.base, f.opts)
+		defer c.Close()
+		if _, _, err := c.Login(ctx, f.names[0], Password, "one more"); err != nil {
+			return err
+		}
+		return c.Logout(ctx)
+	})
+}
+
+// retrying calls f until it succeeds, fails with an answer other than unavailable, or within
+// has passed: what an app does about a transport error or a 503 (200 ms apart).
+func retrying(ctx context.Context, within time.Duration, f func() error) error {
+	deadline := time.Now().Add(within)
+	for {
+		err := f()
+		var werr *client.Error
+		if err == nil || (errors.As(err, &werr) && werr.Code != "unavailable") || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // Phase is what one disruption did to the fleet.

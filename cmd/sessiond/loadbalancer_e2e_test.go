@@ -164,3 +164,25 @@ func TestLoadBalancerNodeKilled(t *testing.T) {
 		t.Fatalf("node killed: %v", p)
 	}
 }
+
+// TestKeygenIfMissing: the init step of deploy/compose.yaml writes the key file once; on every
+// later start it leaves the file alone and succeeds, where plain keygen refuses.
+func TestKeygenIfMissing(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "keys.json")
+	if _, err := cli(t, "keygen", "-if-missing", "-o", keyFile); err != nil {
+		t.Fatal(err)
+	}
+	first, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli(t, "keygen", "-if-missing", "-o", keyFile); err != nil {
+		t.Fatalf("a second keygen -if-missing: %v", err)
+	}
+	if again, _ := os.ReadFile(keyFile); string(again) != string(first) {
+		t.Fatal("keygen -if-missing replaced an existing key file")
+	}
+	if _, err := cli(t, "keygen", "-o", keyFile); err == nil {
+		t.Fatal("plain keygen over an existing key file succeeded")
+	}
+}

@@ -55,11 +55,18 @@ func keygen(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sessiond keygen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	out := fs.String("o", "", "file to write (mode 0600; an existing file is never replaced)")
+	ifMissing := fs.Bool("if-missing", false, "succeed without writing when the file exists (for an init step that runs on every start)")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
 	if *out == "" {
 		return errors.New("keygen: -o FILE is required")
+	}
+	if *ifMissing {
+		if _, err := os.Stat(*out); err == nil {
+			fmt.Fprintf(stdout, "%s exists; left as it is\n", *out)
+			return nil
+		}
 	}
 	if err := session.WriteKeys(*out, session.GenerateKeys()); err != nil {
 		return fmt.Errorf("keygen: %w", err)

@@ -7,12 +7,30 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/sessiond/sessiond/client"
 	"github.com/sessiond/sessiond/internal/fleet"
 )
+
+// haproxyBinary finds Debian's haproxy (in /usr/sbin, which may not be on PATH); without it the
+// test is skipped, or fails in CI.
+func haproxyBinary(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("haproxy"); err == nil {
+		return p
+	}
+	if _, err := os.Stat("/usr/sbin/haproxy"); err == nil {
+		return "/usr/sbin/haproxy"
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("haproxy is required in CI")
+	}
+	t.Skip("haproxy not installed")
+	return ""
+}
 
 // lbCluster is three sessiond processes behind HAProxy (deploy/local/haproxy.cfg), sharing
 // PostgreSQL, Redis and one key file, each on a fixed address so that it can be restarted.
@@ -26,18 +44,7 @@ type lbCluster struct {
 
 func startLBCluster(t *testing.T, extra map[string]string) *lbCluster {
 	t.Helper()
-	haproxy, err := exec.LookPath("haproxy")
-	if err != nil {
-		if _, serr := os.Stat("/usr/sbin/haproxy"); serr == nil {
-			haproxy, err = "/usr/sbin/haproxy", nil
-		}
-	}
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("haproxy is required in CI")
-		}
-		t.Skip("haproxy not installed")
-	}
+	haproxy := haproxyBinary(t)
 	keyFile := filepath.Join(t.TempDir(), "keys.json")
 	if _, err := cli(t, "keygen", "-o", keyFile); err != nil {
 		t.Fatal(err)
@@ -184,5 +191,38 @@ func TestKeygenIfMissing(t *testing.T) {
 	}
 	if _, err := cli(t, "keygen", "-o", keyFile); err == nil {
 		t.Fatal("plain keygen over an existing key file succeeded")
+	}
+}
+
+// TestComposeHAProxyConfig: deploy/compose's HAProxy configuration is valid for HAProxy, with a
+// certificate (TLS) and as the local trial (no certificate). Its nodes' names resolve only on
+// the compose network, which HAProxy accepts at start.
+func TestComposeHAProxyConfig(t *testing.T) {
+	haproxy := haproxyBinary(t)
+	dir := t.TempDir()
+	cert := filepath.Join(dir, "site.pem")
+	mk := exec.Command("sh", "-c", "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -keyout k.pem -out c.pem 2>/dev/null && cat c.pem k.pem > site.pem")
+	mk.Dir = dir
+	out, err := mk.CombinedOutput()
+	if err != nil {
+		t.Skipf("openssl: %v %s", err, out)
+	}
+	cfg, err := os.ReadFile("../../deploy/compose/haproxy.cfg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	withCert := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(withCert, []byte(strings.ReplaceAll(string(cfg), "/certs/site.pem", cert)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, trial := range []bool{false, true} {
+		cmd := exec.Command(haproxy, "-c", "-f", withCert)
+		cmd.Env = os.Environ()
+		if trial {
+			cmd.Env = append(cmd.Env, "SESSIOND_TRIAL=true")
+		}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("haproxy -c (trial %v): %v\n%s", trial, err, out)
+		}
 	}
 }

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -224,5 +227,61 @@ func TestComposeHAProxyConfig(t *testing.T) {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("haproxy -c (trial %v): %v\n%s", trial, err, out)
 		}
+	}
+}
+
+// TestLoadBalancerJSClients: 30 devices of the JavaScript client (web/client/e2e/rolling.mjs,
+// in Node) signed in through HAProxy and calling the API with authFetch while every node in
+// turn is drained, stopped and started again. They reconnect through the balancer and resume:
+// all still signed in, no call failed, no "ended" event.
+func TestLoadBalancerJSClients(t *testing.T) {
+	web := needNode(t)
+	c := startLBCluster(t, opsEnv(map[string]string{"SESSIOND_DRAIN_DELAY": "1s", "SESSIOND_DRAIN_SPREAD": "1s"}))
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", "e2e/rolling.mjs")
+	cmd.Dir = filepath.Join(web, "client")
+	cmd.Env = append(os.Environ(), "SESSIOND_URL="+c.base, "DEVICES=30", "NO_COLOR=1")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	lines := bufio.NewScanner(stdout)
+	if !lines.Scan() || lines.Text() != "ready" {
+		t.Fatalf("the JS devices did not sign in: %q\n%s", lines.Text(), stderr.String())
+	}
+	for i := range c.nodes {
+		_ = c.nodes[i].cmd.Process.Signal(os.Interrupt)
+		<-c.nodes[i].done
+		if err := c.restart(ctx, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := io.WriteString(stdin, "check\n"); err != nil {
+		t.Fatal(err)
+	}
+	if !lines.Scan() {
+		t.Fatalf("no figures from the JS devices\n%s", stderr.String())
+	}
+	var f struct {
+		Devices, SignedIn, Calls, Failed, Reconnecting, Reopened int
+		Ended, Errors                                            []string
+	}
+	if err := json.Unmarshal(lines.Bytes(), &f); err != nil {
+		t.Fatalf("%v: %s", err, lines.Text())
+	}
+	t.Logf("JS clients through HAProxy, rolling restart: %s", lines.Text())
+	if f.SignedIn != f.Devices || f.Failed != 0 || len(f.Ended) != 0 || f.Reopened == 0 {
+		t.Fatalf("JS devices: %d of %d signed in, %d of %d calls failed, ended %v, %d reconnects", f.SignedIn, f.Devices, f.Failed, f.Calls, f.Ended, f.Reopened)
 	}
 }

@@ -9,7 +9,10 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/sessiond ./cmd/sessiond \
+# docker build --build-arg VERSION=1.4.0 --build-arg REVISION=$(git rev-parse HEAD): what
+# `sessiond version` and sessiond_build_info say.
+ARG VERSION=(devel) REVISION=unknown
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X 'main.version=${VERSION}' -X 'main.revision=${REVISION}'" -o /out/sessiond ./cmd/sessiond \
  && mkdir -p /out/data /out/keys && chown 65532:65532 /out/data /out/keys && chmod 700 /out/keys
 
 FROM scratch

@@ -26,8 +26,10 @@ web-check:
 run:
 	go run ./cmd/sessiond
 
+# The binary says its version and VCS revision (sessiond version, sessiond_build_info): from
+# git when building in a checkout, or set them: make build VERSION=1.4.0.
 build:
-	CGO_ENABLED=0 go build -trimpath -o sessiond ./cmd/sessiond
+	CGO_ENABLED=0 go build -trimpath -buildvcs=auto $(if $(VERSION),-ldflags "-X main.version=$(VERSION)") -o sessiond ./cmd/sessiond
 
 # Runs every test with the race detector. PostgreSQL and Redis tests run when
 # TEST_POSTGRES_URL / TEST_REDIS_URL are set (CI sets them), and are skipped otherwise.

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/sessiond/sessiond/server"
 	"github.com/sessiond/sessiond/session"
 )
@@ -36,6 +38,7 @@ type config struct {
 	DrainDelay       time.Duration
 	DrainSpread      time.Duration
 	LogFormat        string
+	LogLevel         zerolog.Level
 	AdminAddr        string
 	MetricsAddr      string
 	HTTPTimeout      time.Duration
@@ -226,6 +229,14 @@ func (c *config) settings() []setting {
 		}},
 		{"retention", "SESSIOND_RETENTION", "24h", "how long ended sessions are kept before the sweeper deletes them", durationSetter(&p.Retention)},
 		{"sweep-interval", "SESSIOND_SWEEP_INTERVAL", "1m", "pause between sweeps of ended sessions", durationSetter(&p.SweepInterval)},
+		{"log-level", "SESSIOND_LOG_LEVEL", "info", "the least severe log lines written: debug, info, warn or error", func(v string) error {
+			l, err := zerolog.ParseLevel(v)
+			if err != nil || l < zerolog.DebugLevel || l > zerolog.ErrorLevel {
+				return fmt.Errorf("%q is not debug, info, warn or error", v)
+			}
+			c.LogLevel = l
+			return nil
+		}},
 		{"log-format", "SESSIOND_LOG_FORMAT", "auto", "auto (console on a terminal, else JSON), console or json", func(v string) error {
 			if v != "auto" && v != "console" && v != "json" {
 				return fmt.Errorf("%q is not auto, console or json", v)

@@ -45,6 +45,7 @@ type daemon struct {
 // hub, the domain and the server.
 func openDaemon(ctx context.Context, cfg *config, log zerolog.Logger) (*daemon, error) {
 	d := &daemon{cfg: cfg, log: log, metrics: server.NewMetrics()}
+	d.metrics.Register(buildInfoMetric(currentBuild()))
 	var err error
 	if d.keys, err = loadKeys(cfg, log); err != nil {
 		return nil, err

@@ -2,7 +2,8 @@
 // lifecycle notices, on an embedded store (default) or PostgreSQL.
 //
 //	sessiond                 start the server (flags and SESSIOND_* variables: see -h)
-//	sessiond keygen -o FILE  write a new key file (mode 0600)
+//	sessiond version         print the version, VCS revision and Go version (also -version)
+//	sessiond keygen -o FILE  write a new key file (mode 0600; -if-missing: keep an existing one)
 //	sessiond keygen -rotate [-stage] -i IN -o OUT / -retire ID -i IN -o OUT   rotate keys
 //	sessiond admin COMMAND   sessions, revoke, revoke-user, delete-user, rotate-keys, token
 package main

@@ -33,6 +33,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		sub, rest = args[0], args[1:]
 	}
 	switch {
+	case sub == "version" || isVersionFlag(args):
+		return printVersion(stdout)
 	case sub == "keygen" && hasFlag(rest, "rotate", "stage", "retire", "i"):
 		return keygenRotate(rest, stdout, stderr)
 	case sub == "keygen":
@@ -47,7 +49,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.LogFormat, stderr)
+	log := newLogger(cfg.LogFormat, stderr).Level(cfg.LogLevel)
 	return serve(ctx, cfg, log, ready)
 }
 

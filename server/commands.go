@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/sessiond/sessiond/protocol"
 	"github.com/sessiond/sessiond/session"
@@ -92,7 +93,10 @@ func (c *conn) handle(data []byte) {
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, requestDeadline)
 	defer cancel()
-	if err := c.dispatch(ctx, cmd, in); err != nil {
+	start := time.Now()
+	err = c.dispatch(ctx, cmd, in)
+	c.srv.metrics.command(in.Type, time.Since(start))
+	if err != nil {
 		c.replyErr(in.ID, err)
 	}
 	c.mu.Lock()

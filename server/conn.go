@@ -351,6 +351,7 @@ func (c *conn) replyErr(id string, err error) {
 	if !known {
 		c.srv.log.Error().Err(err).Msg("internal error on a connection")
 	}
+	c.srv.metrics.errorAnswer(we.code)
 	body := protocol.ErrorBody{Code: we.code, Message: we.msg}
 	var ended *session.EndedError
 	if errors.As(err, &ended) {

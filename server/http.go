@@ -104,6 +104,7 @@ func (s *Server) httpError(w http.ResponseWriter, r *http.Request, err error) {
 	if !known {
 		s.log.Error().Err(err).Str("path", r.URL.Path).Msg("internal error")
 	}
+	s.metrics.errorAnswer(we.code)
 	switch we.code {
 	case protocol.CodeUnauthenticated:
 		w.Header().Set("WWW-Authenticate", "Bearer")

@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -29,6 +30,8 @@ type Metrics struct {
 	brokerErrs  prometheus.Counter
 	swept       prometheus.Counter
 	rateLimited *prometheus.CounterVec // limit
+	commandSecs *prometheus.HistogramVec
+	errors      *prometheus.CounterVec
 }
 
 // NewMetrics returns the series registered on a fresh registry, with the Go runtime and
@@ -52,8 +55,24 @@ func NewMetrics() *Metrics {
 	m.storeOps = f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sessiond_store_ops_total", Help: "Store operations by operation and result (ok, refused, error)."}, []string{"op", "result"})).(*prometheus.CounterVec)
 	m.brokerErrs = f(prometheus.NewCounter(prometheus.CounterOpts{Name: "sessiond_broker_errors_total", Help: "Notices that could not be published to the cross-node broker."})).(prometheus.Counter)
 	m.swept = f(prometheus.NewCounter(prometheus.CounterOpts{Name: "sessiond_swept_sessions_total", Help: "Ended sessions deleted by the sweeper."})).(prometheus.Counter)
+	m.commandSecs = f(prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sessiond_command_seconds", Help: "Time to handle a WebSocket message by type (login.start and login.finish are a login's server steps, register.* a registration's), store work included.", Buckets: latency}, []string{"type"})).(*prometheus.HistogramVec)
+	m.errors = f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sessiond_errors_total", Help: "Error answers by code, over HTTP and the WebSocket."}, []string{"code"})).(*prometheus.CounterVec)
 	m.rateLimited = f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sessiond_rate_limited_total", Help: "Requests refused by an abuse limit, by limit."}, []string{"limit"})).(*prometheus.CounterVec)
 	return m
+}
+
+// command records how long one WebSocket message of a known type took.
+func (m *Metrics) command(typ string, d time.Duration) {
+	if m != nil {
+		m.commandSecs.WithLabelValues(typ).Observe(d.Seconds())
+	}
+}
+
+// errorAnswer counts an error answer by its wire code.
+func (m *Metrics) errorAnswer(code string) {
+	if m != nil {
+		m.errors.WithLabelValues(code).Inc()
+	}
 }
 
 // Register adds a collector (e.g. a GaugeFunc over live state) to the node's registry.

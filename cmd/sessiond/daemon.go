@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
@@ -97,6 +99,10 @@ func (d *daemon) open(ctx context.Context) error {
 			return fmt.Errorf("SESSIOND_TLS_CERT / SESSIOND_TLS_KEY: %w", err)
 		}
 		d.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		if leaf, err := x509.ParseCertificate(cert.Certificate[0]); err == nil {
+			d.metrics.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sessiond_tls_certificate_expiry_timestamp_seconds",
+				Help: "When the certificate served (SESSIOND_TLS_CERT) expires, Unix seconds."}, func() float64 { return float64(leaf.NotAfter.Unix()) }))
+		}
 	}
 	return d.newServer(counter)
 }

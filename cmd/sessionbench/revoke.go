@@ -255,6 +255,15 @@ func revokeStages(m1a, m1b, m2a, m2b metrics, n int) map[string]any {
 	pubs := delta(m1a, m1b, "sessiond_hub_publish_seconds_count")
 	out["stage_node1_publishes_per_revoke"] = round3(pubs / float64(n))
 	out["stage_node1_publish_ms_per_revoke"] = round3(delta(m1a, m1b, "sessiond_hub_publish_seconds_sum") / float64(n) * 1000)
+	// Node 2's histogram over the single revocations, as /metrics has it (cumulative counts
+	// by upper bound), for docs/OPERATIONS.md.
+	buckets := map[string]float64{}
+	for k, v := range m2b {
+		if name, rest, _ := strings.Cut(k, "{"); name == "sessiond_revocation_notice_seconds_bucket" {
+			buckets[strings.TrimSuffix(strings.TrimPrefix(rest, `le="`), `"}`)] = v - m2a[k]
+		}
+	}
+	out["stage_node2_revocation_notice_buckets"] = buckets
 	got := delta(m2a, m2b, "sessiond_revocation_notice_seconds_count")
 	if got > 0 {
 		out["stage_node2_stamp_to_socket_mean_ms"] = round3(delta(m2a, m2b, "sessiond_revocation_notice_seconds_sum") / got * 1000)

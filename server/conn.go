@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
+	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
 
 	"github.com/sessiond/sessiond/protocol"
@@ -48,6 +49,7 @@ type outItem struct {
 // conn is one device connection.
 type conn struct {
 	srv       *Server
+	log       zerolog.Logger // the server's, with the upgrade request's id
 	ws        *websocket.Conn
 	ctx       context.Context
 	ip        string
@@ -154,7 +156,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	// deadline.
 	ctx := context.Background()
 	c := &conn{
-		srv: s, ws: ws, ctx: ctx, ip: ip, userAgent: r.UserAgent(), tokensOK: s.tokensAllowed(r),
+		srv: s, log: *s.requestLogger(r), ws: ws, ctx: ctx, ip: ip, userAgent: r.UserAgent(), tokensOK: s.tokensAllowed(r),
 		limiter: rate.NewLimiter(rate.Limit(s.limits.MessagesPerSecond), s.limits.MessageBurst),
 	}
 	if !s.track(c) {
@@ -217,7 +219,7 @@ func (c *conn) handleOwnGoroutine(data []byte) {
 		defer close(done)
 		defer func() {
 			if p := recover(); p != nil {
-				c.srv.log.Error().Str("panic", fmt.Sprint(p)).Str("stack", string(debug.Stack())).Msg("panic handling a message; closing the connection")
+				c.log.Error().Str("panic", fmt.Sprint(p)).Str("stack", string(debug.Stack())).Msg("panic handling a message; closing the connection")
 				c.closeNow(websocket.StatusInternalError, "internal error")
 			}
 		}()
@@ -349,7 +351,7 @@ func (c *conn) reply(id, typ string, fields any) { c.send(encode(typ, id, fields
 func (c *conn) replyErr(id string, err error) {
 	we, known := classify(err)
 	if !known {
-		c.srv.log.Error().Err(err).Msg("internal error on a connection")
+		c.log.Error().Err(err).Msg("internal error on a connection")
 	}
 	c.srv.metrics.errorAnswer(we.code)
 	body := protocol.ErrorBody{Code: we.code, Message: we.msg}

@@ -60,7 +60,7 @@ func (s *Server) routes() {
 			files.ServeHTTP(w, r)
 		})
 	}
-	s.mux = s.securityHeaders(s.cors(mux))
+	s.mux = s.withRequestLog(s.securityHeaders(s.cors(mux)))
 }
 
 // allowedMethods lists the methods that mux routes r's path to a handler other than the
@@ -102,7 +102,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func (s *Server) httpError(w http.ResponseWriter, r *http.Request, err error) {
 	we, known := classify(err)
 	if !known {
-		s.log.Error().Err(err).Str("path", r.URL.Path).Msg("internal error")
+		s.requestLogger(r).Error().Err(err).Str("path", r.URL.Path).Msg("internal error")
 	}
 	s.metrics.errorAnswer(we.code)
 	switch we.code {

@@ -22,7 +22,7 @@ type lifecycle struct {
 // zero Proof after a resume): it joins the user's topic and starts the lifecycle timer.
 func (c *conn) authenticate(s session.Session, proof session.Proof) {
 	if err := c.srv.hub.Subscribe(c.ctx, userTopic(s.UserID), c); err != nil {
-		c.srv.log.Warn().Err(err).Msg("hub subscribe failed; notices for this device rely on validation")
+		c.log.Warn().Err(err).Msg("hub subscribe failed; notices for this device rely on validation")
 	}
 	c.srv.metrics.authConns.Inc()
 	c.mu.Lock()

@@ -34,6 +34,9 @@ type Config struct {
 	// those closes at random over a window, so that the devices do not all reconnect to the
 	// remaining nodes in the same instant. Both 0 by default (at once).
 	DrainDelay, DrainSpread time.Duration
+	// AccessLog writes a line per HTTP request (method, path without the query, status, size,
+	// time, request id; never a token nor the client's address or user agent).
+	AccessLog bool
 	// Ready reports whether the store answers; /readyz calls it.
 	Ready func(ctx context.Context) error
 	// Web is the demo page's file tree, served at /. Nil: no page.

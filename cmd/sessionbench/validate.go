@@ -23,6 +23,8 @@ var setupLimits = map[string]string{
 	"SESSIOND_LOGIN_LIMIT_PER_USER":       "100000000",
 	"SESSIOND_LOGIN_CEILING_PER_USER":     "100000000",
 	"SESSIOND_BAD_TOKENS_PER_ADDRESS":     "100000000",
+	// The figures are the server's work, not its logging (and the tool reads every line).
+	"SESSIOND_ACCESS_LOG": "false",
 }
 
 func withEnv(base map[string]string, more map[string]string) map[string]string {

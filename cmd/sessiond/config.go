@@ -39,6 +39,7 @@ type config struct {
 	DrainSpread      time.Duration
 	LogFormat        string
 	LogLevel         zerolog.Level
+	AccessLog        bool
 	AdminAddr        string
 	MetricsAddr      string
 	HTTPTimeout      time.Duration
@@ -235,6 +236,14 @@ func (c *config) settings() []setting {
 				return fmt.Errorf("%q is not debug, info, warn or error", v)
 			}
 			c.LogLevel = l
+			return nil
+		}},
+		{"access-log", "SESSIOND_ACCESS_LOG", "true", "a log line per HTTP request, at info (method, path without query, status, size, time, request id; never a token, address or user agent)", func(v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q is not true or false", v)
+			}
+			c.AccessLog = b
 			return nil
 		}},
 		{"log-format", "SESSIOND_LOG_FORMAT", "auto", "auto (console on a terminal, else JSON), console or json", func(v string) error {

@@ -120,7 +120,7 @@ func (d *daemon) newServer(counter server.Counter) error {
 	d.mode = mode
 	d.srv, err = server.New(server.Config{
 		Manager: d.mgr, Hub: d.hub, Logger: d.log, AllowedOrigins: cfg.AllowedOrigins,
-		HandshakeTimeout: cfg.HandshakeTimeout, DrainDelay: cfg.DrainDelay, DrainSpread: cfg.DrainSpread, Ready: d.st.Ping, Web: web.Static(), WebScriptHashes: web.InlineScriptHashes(),
+		HandshakeTimeout: cfg.HandshakeTimeout, DrainDelay: cfg.DrainDelay, DrainSpread: cfg.DrainSpread, AccessLog: cfg.AccessLog, Ready: d.st.Ping, Web: web.Static(), WebScriptHashes: web.InlineScriptHashes(),
 		Metrics: d.metrics, Limits: cfg.Limits, Counter: counter,
 		TrustedProxies: cfg.TrustedProxies, ProxyHeader: cfg.ProxyHeader, AllowInsecure: allowInsecure,
 	})

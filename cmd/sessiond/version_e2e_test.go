@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -60,5 +61,43 @@ func TestLogLevel(t *testing.T) {
 	}, io.Discard, io.Discard, nil)
 	if err == nil || !strings.Contains(err.Error(), "debug, info, warn or error") {
 		t.Fatalf("an unknown log level: %v", err)
+	}
+}
+
+// TestRequestIDAndAccessLog: every HTTP answer carries X-Request-Id, and the access log has a
+// line per request with that id, the path without its query and the status, never the token
+// (neither the bearer header's nor one put in the query). A WebSocket's upgrade is logged with
+// 101. An X-Request-Id from a client that is not a trusted proxy is not taken.
+func TestRequestIDAndAccessLog(t *testing.T) {
+	n := startNode(t, nil)
+	name, _ := account(t, n, "reqid", "pw")
+	_, s := loginOn(t, n, name, "pw", "a")
+	req, _ := http.NewRequest(http.MethodGet, n.Base+"/api/v1/session?token="+s.Token, nil)
+	req.Header.Set("Authorization", "Bearer "+s.Token)
+	req.Header.Set("X-Request-Id", "chosen-by-the-client")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	id := resp.Header.Get("X-Request-Id")
+	if len(id) != 16 || id == "chosen-by-the-client" {
+		t.Fatalf("X-Request-Id %q: want a fresh id (the client is not a trusted proxy)", id)
+	}
+	logs := n.logs.String()
+	if strings.Contains(logs, s.Token) || strings.Contains(logs, strings.TrimPrefix(s.Token, "sdt_")) {
+		t.Fatal("a token is in the log")
+	}
+	var line map[string]any
+	for _, l := range strings.Split(logs, "\n") {
+		if strings.Contains(l, `"request_id":"`+id+`"`) && strings.Contains(l, `"message":"request"`) {
+			_ = json.Unmarshal([]byte(l), &line)
+		}
+	}
+	if line == nil || line["path"] != "/api/v1/session" || line["status"] != float64(200) || line["method"] != "GET" {
+		t.Fatalf("no access line for request %s (path without query, status 200):\n%s", id, logs)
+	}
+	if !strings.Contains(logs, `"path":"/ws","status":101`) {
+		t.Fatalf("no access line for the WebSocket upgrades:\n%s", logs)
 	}
 }

@@ -602,10 +602,29 @@ func (m *Manager) Revoke(ctx context.Context, caller Session, id string) ([]stri
 		return nil, err
 	}
 	if len(ids) == 0 {
+		m.retellRevoked(ctx, caller.UserID, id)
 		return nil, ErrNotFound
 	}
 	m.afterRevoke(ctx, caller.UserID, ids, reason)
 	return ids, nil
+}
+
+// retellAfter is how recent a revocation must be for a repeated request to tell its devices
+// again.
+const retellAfter = time.Minute
+
+// retellRevoked tells the devices of a session of userID that was revoked in the last minute,
+// again. A revocation whose request gave up (the store answered too late: unavailable) may
+// still have been written when the store caught up, and then nobody told the devices; the user
+// trying again finds it revoked (not_found), and this makes the notice reach them after all.
+// Harmless otherwise: a device already gone is not there to hear it.
+func (m *Manager) retellRevoked(ctx context.Context, userID, id string) {
+	s, err := m.store.SessionByID(ctx, id)
+	if err != nil || s.UserID != userID || s.RevokedAt.IsZero() || m.now().Sub(s.RevokedAt) > retellAfter {
+		return
+	}
+	m.Invalidate(id)
+	m.notifier.Revoked(ctx, userID, []string{id}, s.RevokeReason)
 }
 
 // RevokeOthers ends every session of the caller's user but the caller's.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sessiond/sessiond/client"
+	"github.com/sessiond/sessiond/store"
 )
 
 // privateRedis is a redis-server of the test's own on a free loopback port, which the test
@@ -127,4 +128,32 @@ func TestBrokerDownActionsAtStoreSpeed(t *testing.T) {
 	// Redis back: node 2 reconciles its connections, and the revoked device is told.
 	redis.start()
 	expectEnd(t, b, "B, revoked while Redis was down", "notice.revoked", "revoked_by_user", 4403)
+}
+
+// TestRevocationWrittenLateIsToldOnRetry: a revocation whose request gave up (the store answered
+// after the deadline: unavailable) may still have been written; nobody told the devices. The
+// user tries again and finds it revoked (not_found), and the devices are told then. The late
+// write is made here straight in the node's store.
+func TestRevocationWrittenLateIsToldOnRetry(t *testing.T) {
+	n := startNode(t, nil)
+	name, _ := account(t, n, "late", "pw")
+	a, _ := loginOn(t, n, name, "pw", "a")
+	b, sb := loginOn(t, n, name, "pw", "b")
+	ctx := ctxT(t)
+	st, err := store.OpenSQLite(ctx, filepath.Join(n.DataDir, "sessiond.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	info, err := st.SessionByID(ctx, sb.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids, err := st.RevokeSessions(ctx, info.UserID, []string{sb.ID}, "revoked_by_user", time.Now()); err != nil || len(ids) != 1 {
+		t.Fatalf("the late write: %v %v", ids, err)
+	}
+	if _, err := a.Revoke(ctx, sb.ID); !client.IsCode(err, "not_found") {
+		t.Fatalf("revoking it again: %v", err)
+	}
+	expectEnd(t, b, "a device whose revocation was written late", "notice.revoked", "revoked_by_user", 4403)
 }

@@ -205,12 +205,25 @@ func (f *Fleet) Revoke(ctx context.Context, victim int) error {
 	v.mu.Lock()
 	v.revokedAt = time.Now()
 	v.mu.Unlock()
-	if err := retrying(ctx, 30*time.Second, func() error { return by.c.Revoke(ctx, s.ID) }); err != nil {
+	// A request that timed out (unavailable) may still have been written: trying again then
+	// finds the session revoked (not_found), and the server tells its devices again.
+	timedOut := false
+	err := retrying(ctx, 30*time.Second, func() error {
+		err := by.c.Revoke(ctx, s.ID)
+		if client.IsCode(err, "unavailable") {
+			timedOut = true
+		}
+		if timedOut && client.IsCode(err, "not_found") {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("fleet: revoke: %w", err)
 	}
 	// Never accepted again: session_invalid, or unavailable while the store cannot answer
 	// (then asked again until it can).
-	err := retrying(ctx, 30*time.Second, func() error {
+	err = retrying(ctx, 30*time.Second, func() error {
 		_, err := client.NewAPI(f.base, token).Session(ctx)
 		if err == nil {
 			return errors.New("accepted")

@@ -111,6 +111,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.metrics.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sessiond_connections", Help: "Open WebSocket connections."},
 		func() float64 { return float64(s.Connections()) }))
+	s.metrics.Register(newConnStates(s))
 	s.metrics.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sessiond_hub_healthy", Help: "1 while notices flow between nodes."},
 		func() float64 {
 			if s.hub.Healthy() {

@@ -60,6 +60,7 @@ func TestObservabilityMatchesMetrics(t *testing.T) {
 	tlsNode := startNode(t, map[string]string{"SESSIOND_TLS_CERT": certPath, "SESSIOND_TLS_KEY": keyPath})
 
 	exported := map[string]bool{}
+	signedIn := false
 	for _, base := range []string{n.Metrics, tlsNode.Metrics} {
 		resp, err := http.Get(base + "/metrics")
 		if err != nil {
@@ -68,6 +69,10 @@ func TestObservabilityMatchesMetrics(t *testing.T) {
 		sc := bufio.NewScanner(resp.Body)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
+			// Device a is still signed in on node n.
+			if strings.HasPrefix(sc.Text(), `sessiond_connections_by_state{state="signed_in"} `) && !strings.HasSuffix(sc.Text(), " 0") {
+				signedIn = true
+			}
 			if f := strings.Fields(sc.Text()); len(f) >= 4 && f[0] == "#" && f[1] == "TYPE" {
 				exported[f[2]] = f[3] == "histogram"
 			}
@@ -75,6 +80,9 @@ func TestObservabilityMatchesMetrics(t *testing.T) {
 		resp.Body.Close()
 	}
 
+	if !signedIn {
+		t.Fatal("sessiond_connections_by_state does not count the signed-in device")
+	}
 	var exprs []string
 	var dash struct {
 		Panels []struct {

@@ -177,9 +177,6 @@ func (c *Conn) readLoop() {
 			c.mu.Unlock()
 			return
 		}
-		if clienthook.OnReceive != nil {
-			clienthook.OnReceive(data)
-		}
 		var m Message
 		if json.Unmarshal(data, &m) != nil {
 			continue

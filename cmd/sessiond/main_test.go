@@ -2,18 +2,19 @@ package main
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"sync"
 	"testing"
 
-	"github.com/sessiond/sessiond/internal/clienthook"
 	"github.com/sessiond/sessiond/internal/wirecheck"
 )
 
-// wire validates every frame the Go client receives in these tests against docs/asyncapi.yaml;
-// TestMain fails the run when one does not match, so that the document cannot drift from the
-// server.
+// wire validates every frame the server sends to a WebSocket these tests open through the
+// default HTTP transport (the Go client's, unless a test gives it another) against
+// docs/asyncapi.yaml; TestMain fails the run when one does not match, so that the document
+// cannot drift from the server.
 var wire struct {
 	mu         sync.Mutex
 	checked    int
@@ -26,8 +27,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "docs/asyncapi.yaml:", err)
 		os.Exit(1)
 	}
-	clienthook.OnReceive = func(frame []byte) {
-		err := checker.Check(frame)
+	http.DefaultTransport = checker.Transport(http.DefaultTransport, func(frame []byte, err error) {
 		wire.mu.Lock()
 		defer wire.mu.Unlock()
 		wire.checked++
@@ -38,7 +38,7 @@ func TestMain(m *testing.M) {
 			}
 			wire.violations = append(wire.violations, fmt.Sprintf("%v\n    frame: %s", err, f))
 		}
-	}
+	})
 	code := m.Run()
 	wire.mu.Lock()
 	defer wire.mu.Unlock()
@@ -72,6 +72,18 @@ func TestWireCheckCatchesDrift(t *testing.T) {
 	}
 	if err := c.Check([]byte(`{"type":"notice.revoked","reason":"revoked_by_user"}`)); err != nil {
 		t.Errorf("a right frame: %v", err)
+	}
+	// And the frames of a real connection do reach the check.
+	wire.mu.Lock()
+	before := wire.checked
+	wire.mu.Unlock()
+	n := startNode(t, nil)
+	account(t, n, "wire", "pw") // a registration: challenge and ok
+	wire.mu.Lock()
+	after := wire.checked
+	wire.mu.Unlock()
+	if after-before < 2 {
+		t.Fatalf("%d frames checked on a registration's connection: the transport does not see them", after-before)
 	}
 }
 

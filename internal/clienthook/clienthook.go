@@ -15,7 +15,3 @@ var (
 	// SendRaw writes a raw frame (text when binary is false) on a *client.Conn.
 	SendRaw func(conn any, ctx context.Context, binary bool, data []byte) error
 )
-
-// Set by tests: OnReceive sees every frame a *client.Conn receives (the end-to-end tests
-// validate them against docs/asyncapi.yaml). Set it before any connection exists.
-var OnReceive func(frame []byte)

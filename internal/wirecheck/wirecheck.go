@@ -1,12 +1,15 @@
 // Package wirecheck validates WebSocket frames against docs/asyncapi.yaml: the end-to-end tests
-// check every frame the server sends them, so that the published contract cannot drift from
-// the server unnoticed.
+// check every frame the server sends them (through Transport, on the HTTP transport their
+// clients dial with), so that the published contract cannot drift from the server unnoticed.
 package wirecheck
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -102,4 +105,83 @@ func (c *Checker) Check(frame []byte) error {
 		return fmt.Errorf("%s: %w", typ, err)
 	}
 	return nil
+}
+
+// Transport wraps base so that every WebSocket opened through it is watched: the body of a 101
+// answer is the connection itself (coder/websocket reads and writes through it), and each text
+// message the server sends on it is checked, then passed to report with the result.
+func (c *Checker) Transport(base http.RoundTripper, report func(frame []byte, err error)) http.RoundTripper {
+	return roundTrip(func(r *http.Request) (*http.Response, error) {
+		resp, err := base.RoundTrip(r)
+		if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
+			if rwc, ok := resp.Body.(io.ReadWriteCloser); ok {
+				resp.Body = &tap{ReadWriteCloser: rwc, onMessage: func(m []byte) { report(m, c.Check(m)) }}
+			}
+		}
+		return resp, err
+	})
+}
+
+type roundTrip func(*http.Request) (*http.Response, error)
+
+func (f roundTrip) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// tap reads the server's side of a WebSocket as it goes by: frames (RFC 6455 §5.2; the
+// server's are never masked, but a mask is skipped all the same), text messages reassembled
+// from their continuation frames.
+type tap struct {
+	io.ReadWriteCloser
+	onMessage func([]byte)
+	buf       []byte // bytes of the frame not complete yet
+	msg       []byte // the text message being reassembled
+	inText    bool
+}
+
+func (t *tap) Read(p []byte) (int, error) {
+	n, err := t.ReadWriteCloser.Read(p)
+	t.buf = append(t.buf, p[:n]...)
+	for t.frame() {
+	}
+	return n, err
+}
+
+// frame consumes one complete frame from buf, if there is one.
+func (t *tap) frame() bool {
+	b := t.buf
+	if len(b) < 2 {
+		return false
+	}
+	fin, op, masked := b[0]&0x80 != 0, b[0]&0x0f, b[1]&0x80 != 0
+	n, hdr := uint64(b[1]&0x7f), 2
+	switch n {
+	case 126:
+		if len(b) < 4 {
+			return false
+		}
+		n, hdr = uint64(binary.BigEndian.Uint16(b[2:4])), 4
+	case 127:
+		if len(b) < 10 {
+			return false
+		}
+		n, hdr = binary.BigEndian.Uint64(b[2:10]), 10
+	}
+	if masked {
+		hdr += 4
+	}
+	if uint64(len(b)-hdr) < n {
+		return false
+	}
+	payload := b[hdr : hdr+int(n)]
+	switch {
+	case op == 1: // text
+		t.msg, t.inText = append(t.msg[:0], payload...), true
+	case op == 0 && t.inText: // continuation
+		t.msg = append(t.msg, payload...)
+	}
+	if fin && (op == 1 || op == 0) && t.inText {
+		t.onMessage(append([]byte(nil), t.msg...))
+		t.inText = false
+	}
+	t.buf = append(t.buf[:0], b[hdr+int(n):]...)
+	return true
 }

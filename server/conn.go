@@ -156,7 +156,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	// deadline.
 	ctx := context.Background()
 	c := &conn{
-		srv: s, log: *s.requestLogger(r), ws: ws, ctx: ctx, ip: ip, userAgent: r.UserAgent(), tokensOK: s.tokensAllowed(r),
+		srv: s, log: s.requestLogger(w), ws: ws, ctx: ctx, ip: ip, userAgent: r.UserAgent(), tokensOK: s.tokensAllowed(r),
 		limiter: rate.NewLimiter(rate.Limit(s.limits.MessagesPerSecond), s.limits.MessageBurst),
 	}
 	if !s.track(c) {

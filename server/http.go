@@ -102,7 +102,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func (s *Server) httpError(w http.ResponseWriter, r *http.Request, err error) {
 	we, known := classify(err)
 	if !known {
-		s.requestLogger(r).Error().Err(err).Str("path", r.URL.Path).Msg("internal error")
+		l := s.requestLogger(w)
+		l.Error().Err(err).Str("path", r.URL.Path).Msg("internal error")
 	}
 	s.metrics.errorAnswer(we.code)
 	switch we.code {

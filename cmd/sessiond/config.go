@@ -72,6 +72,17 @@ func durationOrZeroSetter(d *time.Duration) func(string) error {
 	}
 }
 
+func boolSetter(b *bool) func(string) error {
+	return func(v string) error {
+		x, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", v)
+		}
+		*b = x
+		return nil
+	}
+}
+
 func durationSetter(d *time.Duration) func(string) error {
 	return func(v string) error {
 		x, err := time.ParseDuration(v)
@@ -118,14 +129,7 @@ func (c *config) settings() []setting {
 		{"data-dir", "SESSIOND_DATA_DIR", "data", "directory of the embedded store and generated keys", stringSetter(&c.DataDir)},
 		{"database-url", "SESSIOND_DATABASE_URL", "", "PostgreSQL URL; replaces the embedded store", stringSetter(&c.DatabaseURL)},
 		{"redis-url", "SESSIOND_REDIS_URL", "", "Redis URL; the hub then spans every node", stringSetter(&c.RedisURL)},
-		{"redis-cluster", "SESSIOND_REDIS_CLUSTER", "false", "SESSIOND_REDIS_URL is a Redis Cluster (redis://host:port?addr=host2:port&addr=host3:port; Redis 7): notices use sharded pub/sub", func(v string) error {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return fmt.Errorf("%q is not true or false", v)
-			}
-			c.RedisCluster = b
-			return nil
-		}},
+		{"redis-cluster", "SESSIOND_REDIS_CLUSTER", "false", "SESSIOND_REDIS_URL is a Redis Cluster (redis://host:port?addr=host2:port&addr=host3:port; Redis 7): notices use sharded pub/sub", boolSetter(&c.RedisCluster)},
 		{"redis-prefix", "SESSIOND_REDIS_PREFIX", "sessiond:", "prefix of the Redis pub/sub channels (one deployment per prefix)", stringSetter(&c.RedisPrefix)},
 		{"allowed-origins", "SESSIOND_ALLOWED_ORIGINS", "", "comma-separated origins allowed to open WebSockets (default: the server's own)", func(v string) error {
 			c.AllowedOrigins = nil
@@ -155,14 +159,7 @@ func (c *config) settings() []setting {
 		{"connections-per-address", "SESSIOND_CONNECTIONS_PER_ADDRESS", "2000", "concurrent WebSockets per client address", intSetter(&c.Limits.ConnectionsPerAddr)},
 		{"fingerprint-user-agent", "SESSIOND_FINGERPRINT_USER_AGENT", session.FingerprintRevoke, "off, log or revoke: a different browser family/major version than at login", policySetter(&c.Fingerprint.UserAgent)},
 		{"fingerprint-network", "SESSIOND_FINGERPRINT_NETWORK", session.FingerprintLog, "off, log or revoke: a different /24 (IPv4) or /64 (IPv6) than at login", policySetter(&c.Fingerprint.Network)},
-		{"proof-of-possession", "SESSIOND_PROOF_OF_POSSESSION", "false", "new sessions require a proof of possession on every API request and resume", func(v string) error {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return fmt.Errorf("%q is not true or false", v)
-			}
-			c.ProofRequired = b
-			return nil
-		}},
+		{"proof-of-possession", "SESSIOND_PROOF_OF_POSSESSION", "false", "new sessions require a proof of possession on every API request and resume", boolSetter(&c.ProofRequired)},
 		{"proxy-header", "SESSIOND_PROXY_HEADER", server.ProxyHeaderXForwardedFor, "the one header trusted proxies set the client address in: x-forwarded-for, forwarded or x-real-ip", func(v string) error {
 			v = strings.ToLower(strings.TrimSpace(v))
 			if !server.ValidProxyHeader(v) {
@@ -191,14 +188,7 @@ func (c *config) settings() []setting {
 			}
 			return nil
 		}},
-		{"insecure-http", "SESSIOND_INSECURE_HTTP", "false", "issue tokens over plain HTTP on a non-loopback address (never in production)", func(v string) error {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return fmt.Errorf("%q is not true or false", v)
-			}
-			c.InsecureHTTP = b
-			return nil
-		}},
+		{"insecure-http", "SESSIOND_INSECURE_HTTP", "false", "issue tokens over plain HTTP on a non-loopback address (never in production)", boolSetter(&c.InsecureHTTP)},
 		{"idle-timeout", "SESSIOND_IDLE_TIMEOUT", "30m", "inactivity after which a session ends", durationSetter(&p.IdleTimeout)},
 		{"absolute-timeout", "SESSIOND_ABSOLUTE_TIMEOUT", "12h", "session lifetime from login, never extended", durationSetter(&p.AbsoluteTimeout)},
 		{"refresh-lead", "SESSIOND_REFRESH_LEAD", "2m", "how long before a deadline devices are prompted", durationSetter(&p.RefreshLead)},
@@ -238,14 +228,7 @@ func (c *config) settings() []setting {
 			c.LogLevel = l
 			return nil
 		}},
-		{"access-log", "SESSIOND_ACCESS_LOG", "true", "a log line per HTTP request, at info (method, path without query, status, size, time, request id; never a token, address or user agent)", func(v string) error {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return fmt.Errorf("%q is not true or false", v)
-			}
-			c.AccessLog = b
-			return nil
-		}},
+		{"access-log", "SESSIOND_ACCESS_LOG", "true", "a log line per HTTP request, at info (method, path without query, status, size, time, request id; never a token, address or user agent)", boolSetter(&c.AccessLog)},
 		{"log-format", "SESSIOND_LOG_FORMAT", "auto", "auto (console on a terminal, else JSON), console or json", func(v string) error {
 			if v != "auto" && v != "console" && v != "json" {
 				return fmt.Errorf("%q is not auto, console or json", v)

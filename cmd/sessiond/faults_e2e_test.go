@@ -75,23 +75,30 @@ func (p *privatePostgres) run(tool string, args ...string) ([]byte, error) {
 
 func (p *privatePostgres) start() {
 	p.t.Helper()
+	if err := p.startErr(); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+func (p *privatePostgres) startErr() error {
 	opts := fmt.Sprintf("-p %s -k %s -c listen_addresses=127.0.0.1 -c fsync=off", p.port, p.dir)
 	if out, err := p.run("pg_ctl", "-D", filepath.Join(p.dir, "data"), "-o", opts, "-l", filepath.Join(p.dir, "log"), "-w", "start"); err != nil {
-		p.t.Fatalf("pg_ctl start: %v\n%s", err, out)
+		return fmt.Errorf("pg_ctl start: %v\n%s", err, out)
 	}
+	return nil
 }
 
 func (p *privatePostgres) url() string {
 	return "postgres://postgres@127.0.0.1:" + p.port + "/postgres?sslmode=disable"
 }
 
-// restart stops the server (fast: sessions are cut) and starts it again.
-func (p *privatePostgres) restart() {
-	p.t.Helper()
+// restart stops the server (fast: sessions are cut) and starts it again. It may run on a
+// goroutine of its own: it reports, it does not stop the test.
+func (p *privatePostgres) restart() error {
 	if out, err := p.run("pg_ctl", "-D", filepath.Join(p.dir, "data"), "-w", "-m", "fast", "stop"); err != nil {
-		p.t.Fatalf("pg_ctl stop: %v\n%s", err, out)
+		return fmt.Errorf("pg_ctl stop: %v\n%s", err, out)
 	}
-	p.start()
+	return p.startErr()
 }
 
 // pids are the postmaster and its children.
@@ -173,12 +180,14 @@ func TestFaultsUnderLoad(t *testing.T) {
 			redis.start()
 		}},
 		{"PostgreSQL restarted", func() {
-			done := make(chan struct{})
-			go func() { defer close(done); pg.restart() }()
+			restarted := make(chan error, 1)
+			go func() { restarted <- pg.restart() }()
 			if err := devices.Revoke(ctx, -1); err != nil {
 				t.Error(err)
 			}
-			<-done
+			if err := <-restarted; err != nil {
+				t.Fatal(err)
+			}
 		}},
 		{"PostgreSQL paused 10 s", func() {
 			pg.pause()

@@ -1074,9 +1074,12 @@ export class SessiondClient extends EventTarget {
       if (err.code === "session_invalid") {
         // A session that ended while the page was away: the server says why, and the app
         // hears it as "ended" (e.g. to say "signed out from another device").
-        if (err.reason) this.#end(err.reason, true);
-        this.#creds = null;
-        this.#store.clear();
+        if (err.reason) {
+          this.#end(err.reason, true); // clears the credentials and the store too
+        } else {
+          this.#creds = null;
+          this.#store.clear();
+        }
         return null;
       }
       throw err;

@@ -16,9 +16,9 @@ type memReading struct {
 	freeRetained                                             float64 // heap pages free but not yet returned to the OS
 }
 
-// readMemory settles the node (four forced collections: a collection halves a goroutine stack
-// that uses under a quarter of it, one step at a time when it has a debug listener, so that
-// garbage and the unused part of grown goroutine stacks do not count) and reads its memory.
+// readMemory settles the node and reads its memory. With a debug listener it forces four
+// collections first, so that garbage does not count, nor the unused part of a goroutine stack
+// that grew (a collection halves such a stack at most once).
 func readMemory(ctx context.Context, node *nodeProc, pprofBase string) (memReading, error) {
 	for i := 0; i < 4; i++ {
 		forceGC(ctx, pprofBase)

@@ -44,7 +44,7 @@ func NewMetrics() *Metrics {
 	m.authConns = f(prometheus.NewGauge(prometheus.GaugeOpts{Name: "sessiond_authenticated_connections", Help: "Open WebSocket connections signed in to a session."})).(prometheus.Gauge)
 	m.logins = f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sessiond_logins_total", Help: "Completed login attempts by result (failed: wrong password or unknown user)."}, []string{"result"})).(*prometheus.CounterVec)
 	m.sessions = f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sessiond_session_events_total", Help: "Session lifecycle events by kind and reason."}, []string{"event", "reason"})).(*prometheus.CounterVec)
-	m.notices = f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sessiond_notices_total", Help: "Notices pushed to connections by type and outcome (sent, coalesced, closed_slow)."}, []string{"type", "outcome"})).(*prometheus.CounterVec)
+	m.notices = f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sessiond_notices_total", Help: "Notices pushed to connections by type and outcome (sent, coalesced, closed_slow, left_to_reconcile)."}, []string{"type", "outcome"})).(*prometheus.CounterVec)
 	m.validation = f(prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sessiond_validation_seconds", Help: "Token validation latency of API requests.", Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .1, .5}})).(prometheus.Histogram)
 	m.cache = f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sessiond_validation_cache_total", Help: "Validation cache lookups by result (hit, miss)."}, []string{"result"})).(*prometheus.CounterVec)
 	m.cacheHit, m.cacheMiss = m.cache.WithLabelValues("hit"), m.cache.WithLabelValues("miss")

@@ -84,7 +84,9 @@ func (n *Notifier) publishAll(ctx context.Context, kind string, msgs ...hub.Mess
 		return
 	}
 	if failed := n.failedAt.Load(); failed != 0 && time.Since(time.Unix(0, failed)) < degradedRetryAfter {
-		n.dropped(kind)
+		// Counted like the other notices no device got in time (type "any": this is a hub
+		// message, which may carry several notices).
+		n.metrics.notice("any", "left_to_reconcile")
 		return
 	}
 	done := make(chan struct{})
@@ -97,12 +99,6 @@ func (n *Notifier) publishAll(ctx context.Context, kind string, msgs ...hub.Mess
 	select {
 	case <-done:
 	case <-t.C:
-	}
-}
-
-func (n *Notifier) dropped(kind string) {
-	if n.metrics != nil {
-		n.metrics.notice(kind, "left_to_reconcile")
 	}
 }
 

@@ -28,7 +28,7 @@ func FuzzParseToken(f *testing.F) {
 
 // FuzzNormalizeUsername: normalisation never panics and is idempotent.
 func FuzzNormalizeUsername(f *testing.F) {
-	for _, s := range []string{"alice", "Straße", "ΣΊΣΥΦΟΣ", "e\u0301", "\xff", ""} {
+	for _, s := range []string{"alice", "Straße", "ΣΊΣΥΦΟΣ", "e\u0301", "\xff", "", "ꮌ", "Ꮌ", "ᏸ"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

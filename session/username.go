@@ -2,6 +2,7 @@ package session
 
 import (
 	"fmt"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 
@@ -32,7 +33,22 @@ func NormalizeUsername(name string) (string, error) {
 	if err := checkText(n, "username"); err != nil {
 		return "", err
 	}
-	return norm.NFC.String(folder.String(n)), nil
+	return norm.NFC.String(strings.Map(cherokeeFold, folder.String(n))), nil
+}
+
+// cherokeeFold finishes case folding for Cherokee, the one script Unicode folds to its
+// capitals (CaseFolding.txt: U+AB70–U+ABBF to U+13A0–U+13EF, U+13F8–U+13FD to U+13F0–U+13F5).
+// x/text's folder maps the small letters to capitals but the capitals to small letters, so
+// folding alone is not idempotent ("ꮌ" → "Ꮌ" → "ꮌ": found by FuzzNormalizeUsername); after it,
+// every Cherokee small letter becomes its capital, as Unicode says.
+func cherokeeFold(r rune) rune {
+	switch {
+	case r >= 0xAB70 && r <= 0xABBF:
+		return r - 0xAB70 + 0x13A0
+	case r >= 0x13F8 && r <= 0x13FD:
+		return r - 0x13F8 + 0x13F0
+	}
+	return r
 }
 
 // checkText refuses what must not be in a name or label: control characters (NUL included),

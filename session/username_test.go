@@ -12,6 +12,10 @@ func TestNormalizeUsername(t *testing.T) {
 		bad      bool
 	}{
 		{in: "alice", want: "alice"},
+		// Cherokee folds to its capitals (CaseFolding.txt), whichever case was typed.
+		{in: "ꮌ", want: "Ꮌ"},
+		{in: "Ꮌ", want: "Ꮌ"},
+		{in: "ᏸᏰ", want: "ᏰᏰ"},
 		{in: "Alice", want: "alice"},
 		{in: "STRASSE", want: "strasse"},
 		{in: "Straße", want: "strasse"},           // full case folding

@@ -55,7 +55,7 @@ type RedisSharded struct {
 
 	wmu     sync.Mutex
 	waiters map[string][]chan struct{} // channel → Subscribe calls awaiting its confirmation
-	ours    map[string]int             // channel → SUNSUBSCRIBEs sent and not yet confirmed
+	ours    map[string][]chan struct{} // channel → Unsubscribe calls awaiting their SUNSUBSCRIBE's confirmation, in order
 }
 
 var (
@@ -74,7 +74,7 @@ func NewRedisSharded(cfg RedisShardedConfig) (*RedisSharded, error) {
 	}
 	return &RedisSharded{client: cfg.Client, prefix: prefix, log: cfg.Logger, onReconnect: cfg.OnReconnect,
 		backoff: redisBackoff, maxWait: redisMaxWait, checkEvery: time.Second,
-		wanted: map[string]struct{}{}, waiters: map[string][]chan struct{}{}, ours: map[string]int{}}, nil
+		wanted: map[string]struct{}{}, waiters: map[string][]chan struct{}{}, ours: map[string][]chan struct{}{}}, nil
 }
 
 func (r *RedisSharded) afterReconnect(f func()) { r.onReconnect = chain(r.onReconnect, f) }
@@ -132,29 +132,47 @@ func (r *RedisSharded) Subscribe(ctx context.Context, topic string) error {
 	}
 }
 
-// Unsubscribe implements Broker.
+// Unsubscribe implements Broker. Connected, it returns once the topic's master confirmed that
+// the link left the channel (or the links went down), so nothing published after it returns
+// is delivered: a later Subscribe of the same topic never receives an older message.
 func (r *RedisSharded) Unsubscribe(ctx context.Context, topic string) error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	delete(r.wanted, topic)
 	if r.links == nil {
+		r.mu.Unlock()
 		return nil
 	}
 	channel := r.prefix + topic
 	master, err := r.client.MasterForKey(ctx, channel)
 	if err != nil {
 		report(r.failed, err)
+		r.mu.Unlock()
 		return nil
 	}
-	if ps := r.links[master.Options().Addr]; ps != nil {
-		r.wmu.Lock()
-		r.ours[channel]++
-		r.wmu.Unlock()
-		if err := ps.SUnsubscribe(ctx, channel); err != nil {
-			report(r.failed, err)
-		}
+	ps := r.links[master.Options().Addr]
+	if ps == nil {
+		r.mu.Unlock()
+		return nil
 	}
-	return nil
+	confirmed := make(chan struct{})
+	r.wmu.Lock()
+	r.ours[channel] = append(r.ours[channel], confirmed)
+	r.wmu.Unlock()
+	err = ps.SUnsubscribe(ctx, channel)
+	down, failed := r.down, r.failed
+	r.mu.Unlock()
+	if err != nil {
+		report(failed, err)
+		return nil
+	}
+	select {
+	case <-confirmed:
+		return nil
+	case <-down:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("hub: unsubscribe: %w", ctx.Err())
+	}
 }
 
 // subscribeLocked sends SSUBSCRIBE for topic on the link to the master owning its slot,
@@ -224,9 +242,10 @@ func (r *RedisSharded) receive(ps *redis.PubSub, failed chan<- error) {
 				// One this node did not ask for: the channel's slot moved to another shard
 				// (Redis unsubscribes its subscribers). Connect again, at the new owner.
 				r.wmu.Lock()
-				asked := r.ours[m.Channel] > 0
+				asked := len(r.ours[m.Channel]) > 0
 				if asked {
-					if r.ours[m.Channel]--; r.ours[m.Channel] == 0 {
+					close(r.ours[m.Channel][0])
+					if r.ours[m.Channel] = r.ours[m.Channel][1:]; len(r.ours[m.Channel]) == 0 {
 						delete(r.ours, m.Channel)
 					}
 				}
@@ -279,7 +298,7 @@ func (r *RedisSharded) connect(ctx context.Context) error {
 	r.mu.Lock()
 	r.links, r.down, r.failed = map[string]*redis.PubSub{}, make(chan struct{}), make(chan error, 1)
 	r.wmu.Lock()
-	r.ours = map[string]int{} // what the old links were asked is no longer awaited
+	r.ours = map[string][]chan struct{}{} // what the old links were asked is no longer awaited (down released it)
 	r.wmu.Unlock()
 	var pending []<-chan struct{}
 	var err error

@@ -80,9 +80,15 @@ type Server struct {
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
 	draining bool
-	stopping chan struct{} // closed by Shutdown: event streams end
+	stopping chan struct{} // closed by Shutdown: event streams and re-checks end
 	wg       sync.WaitGroup
+
+	reconciling sync.Mutex // one Reconcile after a hub re-connection at a time
 }
+
+// reconcileFor bounds how long the re-check after a hub re-connection keeps trying a store
+// that does not answer.
+const reconcileFor = 10 * time.Minute
 
 // New validates cfg and returns a Server.
 func New(cfg Config) (*Server, error) {
@@ -121,11 +127,24 @@ func New(cfg Config) (*Server, error) {
 		}))
 	s.routes()
 	// Notices published while the cross-node link was down may be lost: after a re-connection,
-	// every live connection is checked against the store.
+	// every live connection is checked against the store — in the background, since the store
+	// may be down too and the re-check then keeps trying; one re-check at a time (a later
+	// re-connection waits for the one running, then checks everything again).
 	cfg.Hub.OnReconnect(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		s.Reconcile(ctx)
+		go func() {
+			s.reconciling.Lock()
+			defer s.reconciling.Unlock()
+			ctx, cancel := context.WithTimeout(context.Background(), reconcileFor)
+			defer cancel()
+			go func() { // the node shutting down ends it
+				select {
+				case <-s.stopping:
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
+			s.Reconcile(ctx)
+		}()
 	})
 	return s, nil
 }

@@ -157,3 +157,60 @@ func TestRevocationWrittenLateIsToldOnRetry(t *testing.T) {
 	}
 	expectEnd(t, b, "a device whose revocation was written late", "notice.revoked", "revoked_by_user", 4403)
 }
+
+// TestReconcileOutlastsTheStore: Redis and PostgreSQL fail together. A device is revoked while
+// Redis is down (its node misses the notice), then PostgreSQL stops and Redis comes back: the
+// node's hub re-connects and re-checks its connections, but the store does not answer. Found by
+// a CI run of TestFaultsUnderLoad: that re-check gave up on the first error, and the revoked
+// device was never told. Now the re-check keeps trying, and the device is told once PostgreSQL
+// is back.
+func TestReconcileOutlastsTheStore(t *testing.T) {
+	pg := startPrivatePostgres(t)
+	redis := startPrivateRedis(t)
+	keyFile := filepath.Join(t.TempDir(), "keys.json")
+	if _, err := cli(t, "keygen", "-o", keyFile); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"SESSIOND_DATABASE_URL": pg.url(), "SESSIOND_KEY_FILE": keyFile, "SESSIOND_REDIS_URL": redis.url()}
+	n1, n2 := startProcess(t, env), startProcess(t, env)
+	ctx := ctxT(t)
+	name := uniqueName("outlast")
+	a := dialBase(t, n1.Base)
+	if _, _, err := a.Register(ctx, name, "pw"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Login(ctx, name, "pw", ""); err != nil {
+		t.Fatal(err)
+	}
+	b := dialBase(t, n2.Base)
+	rb, err := b.Login(ctx, name, "pw", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub := func(n *proc, state string) func() bool {
+		return func() bool {
+			r, err := client.NewAPI(n.Base, "").Do(ctx, http.MethodGet, "/readyz", nil, nil)
+			return err == nil && containsAll(string(r.Body), `"hub":"`+state+`"`)
+		}
+	}
+
+	redis.stop()
+	if !waitFor(ctx, hub(n2, "degraded")) {
+		t.Fatal("node 2 never reported its hub degraded")
+	}
+	if _, err := a.Revoke(ctx, rb.Session.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.stopErr(); err != nil {
+		t.Fatal(err)
+	}
+	redis.start()
+	if !waitFor(ctx, hub(n2, "ok")) {
+		t.Fatal("node 2's hub never came back")
+	}
+	time.Sleep(2 * time.Second) // the re-check meets a store that is down
+	if err := pg.startErr(); err != nil {
+		t.Fatal(err)
+	}
+	expectEnd(t, b, "B, revoked while Redis was down, re-checked while PostgreSQL was down", "notice.revoked", "revoked_by_user", 4403)
+}

@@ -95,10 +95,17 @@ func (p *privatePostgres) url() string {
 // restart stops the server (fast: sessions are cut) and starts it again. It may run on a
 // goroutine of its own: it reports, it does not stop the test.
 func (p *privatePostgres) restart() error {
+	if err := p.stopErr(); err != nil {
+		return err
+	}
+	return p.startErr()
+}
+
+func (p *privatePostgres) stopErr() error {
 	if out, err := p.run("pg_ctl", "-D", filepath.Join(p.dir, "data"), "-w", "-m", "fast", "stop"); err != nil {
 		return fmt.Errorf("pg_ctl stop: %v\n%s", err, out)
 	}
-	return p.startErr()
+	return nil
 }
 
 // pids are the postmaster and its children.

@@ -10,7 +10,7 @@ import (
 
 // AdminHandler is the admin API, meant for a separate listener (SESSIOND_ADMIN_ADDR, loopback
 // by default). Every request needs `Authorization: Bearer <admin token>` (derived from the key
-// file: `sessiond admin token`).
+// file: `sessiond admin token`), gets a request id and an access line like the public API's.
 //
 //	GET    /admin/v1/users/{username}/sessions   the user's live sessions
 //	DELETE /admin/v1/users/{username}/sessions   end all of them (reason admin)
@@ -21,12 +21,12 @@ func (s *Server) AdminHandler() http.Handler {
 	token := []byte("Bearer " + s.mgr.AdminToken())
 	guard := func(h http.HandlerFunc) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Cache-Control", "no-store")
 			if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), token) != 1 {
 				w.Header().Set("WWW-Authenticate", "Bearer")
 				s.httpError(w, r, newWireError(protocol.CodeUnauthenticated, http.StatusUnauthorized, "the admin token is required"))
 				return
 			}
-			w.Header().Set("Cache-Control", "no-store")
 			h(w, r)
 		})
 	}
@@ -73,7 +73,7 @@ func (s *Server) AdminHandler() http.Handler {
 		}
 		s.httpError(w, r, newWireError(protocol.CodeNotFound, http.StatusNotFound, "no such admin endpoint"))
 	})
-	return mux
+	return s.withRequestLog(mux)
 }
 
 // adminEntry is a session as an administrator sees it: with the device's address and agent.

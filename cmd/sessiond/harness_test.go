@@ -66,6 +66,11 @@ func startNode(t *testing.T, env map[string]string) *node {
 	case a := <-addr:
 		n.Base = "http://" + a
 		n.Metrics = listenLine(n.logs.String(), "metrics listening")
+		api.Watch(n.Base, "public")
+		api.Watch(n.Metrics, "metrics")
+		if admin := listenLine(n.logs.String(), "admin API listening"); admin != "" {
+			api.Watch(admin, "admin")
+		}
 	case err := <-done:
 		cancel()
 		t.Fatalf("sessiond did not start: %v\n%s", err, n.logs.String())

@@ -1,6 +1,7 @@
-// Package wirecheck validates WebSocket frames against docs/asyncapi.yaml: the end-to-end tests
-// check every frame the server sends them (through Transport, on the HTTP transport their
-// clients dial with), so that the published contract cannot drift from the server unnoticed.
+// Package wirecheck validates what the server sends against its published contract: WebSocket
+// frames against docs/asyncapi.yaml (Checker) and HTTP answers against docs/openapi.yaml (API).
+// The end-to-end tests check everything they receive through the HTTP transport their clients
+// use, so that neither document can drift from the server unnoticed.
 package wirecheck
 
 import (

@@ -178,7 +178,9 @@ func TestAPICheckCatchesDrift(t *testing.T) {
 		header                       http.Header
 		body                         string
 	}
-	jsonH := func(kv ...string) http.Header { return hdr(append([]string{"Content-Type", "application/json"}, kv...)...) }
+	jsonH := func(kv ...string) http.Header {
+		return hdr(append([]string{"Content-Type", "application/json"}, kv...)...)
+	}
 	right := []answer{
 		{"session", "public", "GET", "/api/v1/session", 200, jsonH(), `{"session":` + sessionJSON + `}}`},
 		{"401", "public", "GET", "/api/v1/session", 401, jsonH("WWW-Authenticate", `Bearer error="invalid_token"`), `{"code":"session_invalid","message":"no"}`},

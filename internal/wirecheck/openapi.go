@@ -26,8 +26,8 @@ import (
 // (x-sessiond-listener, default public) and what answers outside its paths
 // (x-sessiond-fallback): another method is 405, an unknown API path 404.
 type API struct {
-	paths    []apiPath
-	fallback map[string][]string // listener → path prefixes whose unknown paths answer notFound
+	paths                []apiPath
+	fallback             map[string][]string // listener → path prefixes whose unknown paths answer notFound
 	notAllowed, notFound *apiResponse
 
 	mu      sync.Mutex
@@ -38,7 +38,7 @@ type API struct {
 type apiPath struct {
 	template string
 	listener string
-	segs     []string // "" stands for a {parameter}
+	segs     []string                           // "" stands for a {parameter}
 	ops      map[string]map[string]*apiResponse // method → status → response
 }
 

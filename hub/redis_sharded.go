@@ -118,6 +118,13 @@ func (r *RedisSharded) Subscribe(ctx context.Context, topic string) error {
 	err := r.subscribeLocked(ctx, topic)
 	down, failed := r.down, r.failed
 	r.mu.Unlock()
+	return settle(ctx, "subscribe", err, failed, confirmed, down)
+}
+
+// settle finishes a Subscribe or Unsubscribe: a command that could not be sent is reported to
+// Run (which rebuilds the links; the broker's wanted set already says what to subscribe), else
+// it waits for the master's confirmation, the links going down, or ctx.
+func settle(ctx context.Context, what string, err error, failed chan<- error, confirmed, down <-chan struct{}) error {
 	if err != nil {
 		report(failed, err)
 		return nil
@@ -128,7 +135,7 @@ func (r *RedisSharded) Subscribe(ctx context.Context, topic string) error {
 	case <-down:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("hub: subscribe: %w", ctx.Err())
+		return fmt.Errorf("hub: %s: %w", what, ctx.Err())
 	}
 }
 
@@ -161,18 +168,7 @@ func (r *RedisSharded) Unsubscribe(ctx context.Context, topic string) error {
 	err = ps.SUnsubscribe(ctx, channel)
 	down, failed := r.down, r.failed
 	r.mu.Unlock()
-	if err != nil {
-		report(failed, err)
-		return nil
-	}
-	select {
-	case <-confirmed:
-		return nil
-	case <-down:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("hub: unsubscribe: %w", ctx.Err())
-	}
+	return settle(ctx, "unsubscribe", err, failed, confirmed, down)
 }
 
 // subscribeLocked sends SSUBSCRIBE for topic on the link to the master owning its slot,

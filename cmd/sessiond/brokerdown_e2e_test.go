@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"os/exec"
@@ -56,33 +57,57 @@ func (r *privateRedis) stop() {
 	}
 }
 
+// brokerPair is two node processes on one store and one Redis, sharing a key file, and a user
+// signed in on each: a on node 1, b (its login rb) on node 2.
+type brokerPair struct {
+	n1, n2 *proc
+	name   string
+	a, b   *client.Conn
+	rb     client.LoginResult
+}
+
+func startBrokerPair(t *testing.T, storeURL string, redis *privateRedis, prefix string) brokerPair {
+	t.Helper()
+	keyFile := filepath.Join(t.TempDir(), "keys.json")
+	if _, err := cli(t, "keygen", "-o", keyFile); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"SESSIOND_DATABASE_URL": storeURL, "SESSIOND_KEY_FILE": keyFile,
+		"SESSIOND_REDIS_URL": redis.url(), "SESSIOND_REDIS_PREFIX": "e2e-" + randomHex(4) + ":"}
+	p := brokerPair{n1: startProcess(t, env), n2: startProcess(t, env), name: uniqueName(prefix)}
+	ctx := ctxT(t)
+	p.a = dialBase(t, p.n1.Base)
+	if _, _, err := p.a.Register(ctx, p.name, "pw"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.a.Login(ctx, p.name, "pw", ""); err != nil {
+		t.Fatal(err)
+	}
+	p.b = dialBase(t, p.n2.Base)
+	var err error
+	if p.rb, err = p.b.Login(ctx, p.name, "pw", ""); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// hubIs reports whether n's readiness says its hub is in state (ok or degraded).
+func hubIs(ctx context.Context, n *proc, state string) func() bool {
+	return func() bool {
+		r, err := client.NewAPI(n.Base, "").Do(ctx, http.MethodGet, "/readyz", nil, nil)
+		return err == nil && containsAll(string(r.Body), `"hub":"`+state+`"`)
+	}
+}
+
 // TestBrokerDownActionsAtStoreSpeed: with Redis stopped, a user's own actions answer at store
 // speed instead of waiting for the broker (before: a revocation answered after 2.3 to over 5
 // seconds), the revocation is enforced at once on the other node (whose hub is degraded, so
 // it reads the store), and the revoked device is told once Redis is back (reconcile).
 func TestBrokerDownActionsAtStoreSpeed(t *testing.T) {
 	redis := startPrivateRedis(t)
-	keyFile := filepath.Join(t.TempDir(), "keys.json")
-	if _, err := cli(t, "keygen", "-o", keyFile); err != nil {
-		t.Fatal(err)
-	}
-	env := map[string]string{"SESSIOND_DATABASE_URL": postgresURL(t), "SESSIOND_KEY_FILE": keyFile,
-		"SESSIOND_REDIS_URL": redis.url(), "SESSIOND_REDIS_PREFIX": "e2e-" + randomHex(4) + ":"}
-	n1, n2 := startProcess(t, env), startProcess(t, env)
-	ctx := ctxT(t)
-	name := uniqueName("brokerdown")
-	a := dialBase(t, n1.Base)
-	if _, _, err := a.Register(ctx, name, "pw"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.Login(ctx, name, "pw", ""); err != nil {
-		t.Fatal(err)
-	}
-	b := dialBase(t, n2.Base)
-	rb, err := b.Login(ctx, name, "pw", "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	pair := startBrokerPair(t, postgresURL(t), redis, "brokerdown")
+	n1, n2, a, name, ctx := pair.n1, pair.n2, pair.a, pair.name, ctxT(t)
+	b, rb := pair.b, pair.rb
 	c := dialBase(t, n2.Base)
 	rc, err := c.Login(ctx, name, "pw", "")
 	if err != nil {
@@ -91,11 +116,7 @@ func TestBrokerDownActionsAtStoreSpeed(t *testing.T) {
 
 	redis.stop()
 	for _, n := range []*proc{n1, n2} {
-		degraded := func() bool {
-			r, err := client.NewAPI(n.Base, "").Do(ctx, http.MethodGet, "/readyz", nil, nil)
-			return err == nil && containsAll(string(r.Body), `"hub":"degraded"`)
-		}
-		if !waitFor(ctx, degraded) {
+		if !waitFor(ctx, hubIs(ctx, n, "degraded")) {
 			t.Fatal("a node never reported its hub degraded")
 		}
 	}
@@ -167,35 +188,11 @@ func TestRevocationWrittenLateIsToldOnRetry(t *testing.T) {
 func TestReconcileOutlastsTheStore(t *testing.T) {
 	pg := startPrivatePostgres(t)
 	redis := startPrivateRedis(t)
-	keyFile := filepath.Join(t.TempDir(), "keys.json")
-	if _, err := cli(t, "keygen", "-o", keyFile); err != nil {
-		t.Fatal(err)
-	}
-	env := map[string]string{"SESSIOND_DATABASE_URL": pg.url(), "SESSIOND_KEY_FILE": keyFile, "SESSIOND_REDIS_URL": redis.url()}
-	n1, n2 := startProcess(t, env), startProcess(t, env)
-	ctx := ctxT(t)
-	name := uniqueName("outlast")
-	a := dialBase(t, n1.Base)
-	if _, _, err := a.Register(ctx, name, "pw"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.Login(ctx, name, "pw", ""); err != nil {
-		t.Fatal(err)
-	}
-	b := dialBase(t, n2.Base)
-	rb, err := b.Login(ctx, name, "pw", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hub := func(n *proc, state string) func() bool {
-		return func() bool {
-			r, err := client.NewAPI(n.Base, "").Do(ctx, http.MethodGet, "/readyz", nil, nil)
-			return err == nil && containsAll(string(r.Body), `"hub":"`+state+`"`)
-		}
-	}
+	pair := startBrokerPair(t, pg.url(), redis, "outlast")
+	n2, a, b, rb, ctx := pair.n2, pair.a, pair.b, pair.rb, ctxT(t)
 
 	redis.stop()
-	if !waitFor(ctx, hub(n2, "degraded")) {
+	if !waitFor(ctx, hubIs(ctx, n2, "degraded")) {
 		t.Fatal("node 2 never reported its hub degraded")
 	}
 	if _, err := a.Revoke(ctx, rb.Session.ID); err != nil {
@@ -205,7 +202,7 @@ func TestReconcileOutlastsTheStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	redis.start()
-	if !waitFor(ctx, hub(n2, "ok")) {
+	if !waitFor(ctx, hubIs(ctx, n2, "ok")) {
 		t.Fatal("node 2's hub never came back")
 	}
 	time.Sleep(2 * time.Second) // the re-check meets a store that is down

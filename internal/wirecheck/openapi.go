@@ -2,7 +2,6 @@ package wirecheck
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -16,7 +15,6 @@ import (
 	"sync"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
-	"go.yaml.in/yaml/v3"
 )
 
 // API checks HTTP answers against docs/openapi.yaml: the status must be one the operation
@@ -70,22 +68,13 @@ func LoadOpenAPI(path string) (*API, error) {
 	if err != nil {
 		return nil, err
 	}
-	var tree map[string]any
-	if err := yaml.Unmarshal(raw, &tree); err != nil {
+	l := &apiLoader{url: "urn:sessiond:openapi"}
+	var doc any
+	if l.c, doc, err = compilerFor(raw, l.url); err != nil {
 		return nil, fmt.Errorf("wirecheck: %s: %w", path, err)
 	}
-	js, err := json.Marshal(tree)
-	if err != nil {
-		return nil, err
-	}
-	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(js))
-	if err != nil {
-		return nil, err
-	}
-	l := &apiLoader{root: inst.(map[string]any), c: jsonschema.NewCompiler(), url: "urn:sessiond:openapi"}
-	l.c.AssertFormat()
-	if err := l.c.AddResource(l.url, inst); err != nil {
-		return nil, err
+	if l.root, _ = doc.(map[string]any); l.root == nil {
+		return nil, fmt.Errorf("wirecheck: %s is not an object", path)
 	}
 	a := &API{fallback: map[string][]string{}, watched: map[string]string{}, seen: map[string]int{}}
 	paths, _ := l.root["paths"].(map[string]any)

@@ -48,23 +48,10 @@ func Load(path string) (*Checker, error) {
 	if err := yaml.Unmarshal(raw, &doc); err != nil {
 		return nil, fmt.Errorf("wirecheck: %s: %w", path, err)
 	}
-	// The whole document as JSON, for the schema compiler.
-	var tree any
-	if err := yaml.Unmarshal(raw, &tree); err != nil {
-		return nil, err
-	}
-	js, err := json.Marshal(tree)
-	if err != nil {
-		return nil, err
-	}
-	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(js))
-	if err != nil {
-		return nil, err
-	}
 	const url = "urn:sessiond:asyncapi"
-	c := jsonschema.NewCompiler()
-	if err := c.AddResource(url, inst); err != nil {
-		return nil, err
+	c, _, err := compilerFor(raw, url)
+	if err != nil {
+		return nil, fmt.Errorf("wirecheck: %s: %w", path, err)
 	}
 	ch := &Checker{byType: map[string]*jsonschema.Schema{}}
 	for _, op := range doc.Operations {
@@ -88,6 +75,30 @@ func Load(path string) (*Checker, error) {
 		return nil, fmt.Errorf("wirecheck: %s names no message the server sends", path)
 	}
 	return ch, nil
+}
+
+// compilerFor loads a YAML document as a resource of a schema compiler at url (with format
+// assertions: a time must be one), so that schemas inside it can be compiled by JSON pointer;
+// it also returns the document as the compiler sees it.
+func compilerFor(raw []byte, url string) (*jsonschema.Compiler, any, error) {
+	var tree any
+	if err := yaml.Unmarshal(raw, &tree); err != nil {
+		return nil, nil, err
+	}
+	js, err := json.Marshal(tree)
+	if err != nil {
+		return nil, nil, err
+	}
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(js))
+	if err != nil {
+		return nil, nil, err
+	}
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	if err := c.AddResource(url, inst); err != nil {
+		return nil, nil, err
+	}
+	return c, inst, nil
 }
 
 // Check validates one frame the server sent.

@@ -66,11 +66,7 @@ func startNode(t *testing.T, env map[string]string) *node {
 	case a := <-addr:
 		n.Base = "http://" + a
 		n.Metrics = listenLine(n.logs.String(), "metrics listening")
-		api.Watch(n.Base, "public")
-		api.Watch(n.Metrics, "metrics")
-		if admin := listenLine(n.logs.String(), "admin API listening"); admin != "" {
-			api.Watch(admin, "admin")
-		}
+		watchListeners(n.Base, n.logs.String())
 	case err := <-done:
 		cancel()
 		t.Fatalf("sessiond did not start: %v\n%s", err, n.logs.String())
@@ -94,6 +90,17 @@ func startNode(t *testing.T, env map[string]string) *node {
 	}
 	t.Cleanup(n.stop)
 	return n
+}
+
+// watchListeners has the answers of a node's listeners (public at base; admin and metrics as
+// its start lines say) checked against docs/openapi.yaml (TestMain).
+func watchListeners(base, logs string) {
+	api.Watch(base, "public")
+	for listener, line := range map[string]string{"admin": "admin API listening", "metrics": "metrics listening"} {
+		if addr := listenLine(logs, line); addr != "" {
+			api.Watch(addr, listener)
+		}
+	}
 }
 
 // postgresURL returns a URL of a fresh schema in TEST_POSTGRES_URL's database, dropped at

@@ -100,6 +100,7 @@ func startProcess(t *testing.T, env map[string]string) *proc {
 	select {
 	case a := <-addr:
 		p.Base = "http://" + a
+		watchListeners(p.Base, p.logs.String())
 	case <-p.done:
 		t.Fatalf("sessiond exited at start:\n%s", p.logs.String())
 	case <-time.After(30 * time.Second):

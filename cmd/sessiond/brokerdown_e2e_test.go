@@ -182,7 +182,7 @@ func TestRevocationWrittenLateIsToldOnRetry(t *testing.T) {
 // TestReconcileOutlastsTheStore: Redis and PostgreSQL fail together. A device is revoked while
 // Redis is down (its node misses the notice), then PostgreSQL stops and Redis comes back: the
 // node's hub re-connects and re-checks its connections, but the store does not answer. Found by
-// a CI run of TestFaultsUnderLoad: that re-check gave up on the first error, and the revoked
+// a run of TestFaultsUnderLoad: that re-check gave up on the first error, and the revoked
 // device was never told. Now the re-check keeps trying, and the device is told once PostgreSQL
 // is back.
 func TestReconcileOutlastsTheStore(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -83,12 +84,38 @@ type Server struct {
 	stopping chan struct{} // closed by Shutdown: event streams and re-checks end
 	wg       sync.WaitGroup
 
-	reconciling sync.Mutex // one Reconcile after a hub re-connection at a time
+	reconciling sync.Mutex  // held by the Reconcile that runs after a hub re-connection
+	recheckDue  atomic.Bool // a Reconcile is started and has not begun checking yet
 }
 
 // reconcileFor bounds how long the re-check after a hub re-connection keeps trying a store
 // that does not answer.
 const reconcileFor = 10 * time.Minute
+
+// reconcileSoon re-checks the live connections after a hub re-connection, in the background
+// (the store may be down too, and the re-check then keeps trying), one re-check at a time. A
+// re-connection while one is waiting to begin adds nothing: that one checks everything when
+// it begins. So a link that keeps flapping queues at most one re-check behind the running one.
+func (s *Server) reconcileSoon() {
+	if !s.recheckDue.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		s.reconciling.Lock()
+		defer s.reconciling.Unlock()
+		s.recheckDue.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), reconcileFor)
+		defer cancel()
+		go func() { // the node stopping ends it
+			select {
+			case <-s.stopping:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		s.Reconcile(ctx)
+	}()
+}
 
 // New validates cfg and returns a Server.
 func New(cfg Config) (*Server, error) {
@@ -127,25 +154,8 @@ func New(cfg Config) (*Server, error) {
 		}))
 	s.routes()
 	// Notices published while the cross-node link was down may be lost: after a re-connection,
-	// every live connection is checked against the store — in the background, since the store
-	// may be down too and the re-check then keeps trying; one re-check at a time (a later
-	// re-connection waits for the one running, then checks everything again).
-	cfg.Hub.OnReconnect(func() {
-		go func() {
-			s.reconciling.Lock()
-			defer s.reconciling.Unlock()
-			ctx, cancel := context.WithTimeout(context.Background(), reconcileFor)
-			defer cancel()
-			go func() { // the node shutting down ends it
-				select {
-				case <-s.stopping:
-					cancel()
-				case <-ctx.Done():
-				}
-			}()
-			s.Reconcile(ctx)
-		}()
-	})
+	// every live connection is checked against the store.
+	cfg.Hub.OnReconnect(s.reconcileSoon)
 	return s, nil
 }
 

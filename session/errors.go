@@ -27,8 +27,7 @@ var (
 // EndedError is ErrInvalid for a token whose session exists but has ended: Reason says why,
 // as EndReason does.
 type EndedError struct {
-	Reason  string
-	Revoked bool
+	Reason string
 }
 
 func (e *EndedError) Error() string {

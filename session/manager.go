@@ -385,8 +385,8 @@ func (m *Manager) validate(ctx context.Context, token string) (Session, TokenHas
 		return Session{}, h, e.match, fmt.Errorf("%w: %w", ErrInvalid, ErrTokenReuse)
 	}
 	if !s.Live(now) {
-		reason, revoked := EndReason(s, now)
-		return Session{}, h, e.match, &EndedError{Reason: reason, Revoked: revoked}
+		reason, _ := EndReason(s, now)
+		return Session{}, h, e.match, &EndedError{Reason: reason}
 	}
 	return s, h, e.match, nil
 }

@@ -52,22 +52,21 @@ type device struct {
 func Connect(ctx context.Context, base string, n int) (*Fleet, error) {
 	opts := clientx.Cheap(client.Options{ReconnectMin: 100 * time.Millisecond, ReconnectMax: time.Second})
 	run := fmt.Sprintf("fleet-%x", rand.Uint32())
-	users := (n + 2) / 3
-	if err := parallel(ctx, users, 16, func(u int) error {
+	f := &Fleet{base: base, devs: make([]*device, n), stop: make(chan struct{}), opts: opts}
+	for u := 0; u < (n+2)/3; u++ {
+		f.names = append(f.names, fmt.Sprintf("%s-%d", run, u))
+	}
+	if err := parallel(ctx, len(f.names), 16, func(u int) error {
 		c := client.NewClient(base, opts)
 		defer c.Close()
-		_, _, err := c.Register(ctx, fmt.Sprintf("%s-%d", run, u), Password)
+		_, _, err := c.Register(ctx, f.names[u], Password)
 		return err
 	}); err != nil {
 		return nil, fmt.Errorf("fleet: register: %w", err)
 	}
-	f := &Fleet{base: base, devs: make([]*device, n), stop: make(chan struct{}), opts: opts}
-	for u := 0; u < users; u++ {
-		f.names = append(f.names, fmt.Sprintf("%s-%d", run, u))
-	}
 	err := parallel(ctx, n, 16, func(i int) error {
 		c := client.NewClient(base, opts)
-		if _, _, err := c.Login(ctx, fmt.Sprintf("%s-%d", run, i/3), Password, fmt.Sprintf("device %d", i%3)); err != nil {
+		if _, _, err := c.Login(ctx, f.names[i/3], Password, fmt.Sprintf("device %d", i%3)); err != nil {
 			c.Close()
 			return err
 		}
@@ -121,8 +120,9 @@ func (d *device) follow() {
 	}
 }
 
-// callLoop calls the API about twice a second, each call retried twice on a transport error
-// (a connection a node closed); a failure of a device that was not revoked counts.
+// callLoop calls the API about twice a second, each call retried for up to 15 s while it
+// answers unavailable or cannot connect (as an app would); a failure of a device that was not
+// revoked counts.
 func (f *Fleet) callLoop(ctx context.Context, d *device) {
 	defer f.loops.Done()
 	t := time.NewTicker(time.Duration(400+rand.IntN(200)) * time.Millisecond)
